@@ -1,0 +1,179 @@
+//! [`Config`]: what the server listens on and the limits it keeps.
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+/// The port the binary and [`Config::default`] listen on: the port of the Go example netgrace
+/// descends from.
+pub const DEFAULT_PORT: u16 = 5388;
+
+/// Largest accepted `max_connections`: slab keys run from 0 to `max_connections - 1` and double as
+/// poll tokens, so keeping them below this leaves the top of the token space to the listener and
+/// the waker (see `reactor.rs`).
+pub const MAX_CONNECTIONS_LIMIT: usize = 1 << 24;
+
+/// How a [`Server`](crate::Server) listens, how much it holds, and how long it drains.
+///
+/// Build one with [`Config::default`] or [`Config::new`] and set the fields you need; the struct
+/// is `#[non_exhaustive]` so that new limits can be added without breaking you.
+/// [`Config::validate`] is called by [`Server::bind`](crate::Server::bind) and
+/// [`Server::from_std`](crate::Server::from_std), so an invalid value is an
+/// [`io::ErrorKind::InvalidInput`] error at startup, never a panic later.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use netgrace::Config;
+///
+/// let mut config = Config::new("127.0.0.1:0".parse().unwrap());
+/// config.max_connections = 100;
+/// config.max_buffer = 16 * 1024;
+/// config.drain_timeout = Duration::from_secs(2);
+/// assert!(config.validate().is_ok());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Config {
+    /// Address to listen on.
+    ///
+    /// Default `127.0.0.1:5388`: loopback, so a server started by accident is not reachable from
+    /// the network. Port 0 asks the OS for a free port; read the result with
+    /// [`Server::local_addr`](crate::Server::local_addr). Ignored by
+    /// [`Server::from_std`](crate::Server::from_std), which uses the listener it is given.
+    pub listen: SocketAddr,
+
+    /// Most connections served at once.
+    ///
+    /// Default 1024; valid range 1 to [`MAX_CONNECTIONS_LIMIT`]. At the limit the server stops
+    /// accepting: new clients wait in the kernel's accept backlog (and are refused by the kernel
+    /// once that is full) until a connection closes, then the server accepts again by itself.
+    pub max_connections: usize,
+
+    /// Most bytes one connection may hold read but not yet echoed, in bytes.
+    ///
+    /// Default 65 536 (64 KiB); valid range 1 to `isize::MAX`. At the limit the server stops
+    /// reading that connection (backpressure) until its client reads some echo back; the kernel's
+    /// socket buffers then fill and the client's writes block. Server memory for echo data is at
+    /// most `max_connections × max_buffer`, and a connection with nothing pending holds none.
+    pub max_buffer: usize,
+
+    /// How long a graceful shutdown waits for connections to finish.
+    ///
+    /// Default 5 s; any value is valid, including zero (flush what the socket takes at once, then
+    /// cut the rest) and very large ones (wait for clients indefinitely). When it passes, every
+    /// connection still open is closed and counted as [`Report::forced`](crate::Report::forced).
+    pub drain_timeout: Duration,
+}
+
+impl Config {
+    /// A default configuration listening on `listen`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = netgrace::Config::new("127.0.0.1:0".parse().unwrap());
+    /// assert_eq!(config.max_connections, 1024);
+    /// ```
+    pub fn new(listen: SocketAddr) -> Config {
+        Config {
+            listen,
+            ..Config::default()
+        }
+    }
+
+    /// Checks every limit, so a bad value is refused before any socket exists.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::InvalidInput`] naming the field when `max_connections` is zero or above
+    /// [`MAX_CONNECTIONS_LIMIT`], or `max_buffer` is zero or above `isize::MAX`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut config = netgrace::Config::default();
+    /// config.max_buffer = 0;
+    /// let err = config.validate().unwrap_err();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    /// ```
+    pub fn validate(&self) -> io::Result<()> {
+        if self.max_connections == 0 || self.max_connections > MAX_CONNECTIONS_LIMIT {
+            return Err(invalid(format!(
+                "max_connections must be between 1 and {MAX_CONNECTIONS_LIMIT}, got {}",
+                self.max_connections
+            )));
+        }
+        // isize::MAX: the most a Vec<u8> may ever hold.
+        if self.max_buffer == 0 || self.max_buffer > isize::MAX as usize {
+            return Err(invalid(format!(
+                "max_buffer must be between 1 and {} bytes, got {}",
+                isize::MAX,
+                self.max_buffer
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Default for Config {
+    /// `127.0.0.1:5388`, 1024 connections, 64 KiB per connection, 5 s drain.
+    fn default() -> Config {
+        Config {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_PORT)),
+            max_connections: 1024,
+            max_buffer: 64 * 1024,
+            drain_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+fn invalid(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let config = Config::default();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:5388");
+        assert_eq!(config.max_connections, 1024);
+        assert_eq!(config.max_buffer, 65_536);
+        assert_eq!(config.drain_timeout, Duration::from_secs(5));
+        assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn zero_or_huge_limits_are_invalid_input() {
+        let cases = [
+            (0, 1, "max_connections"),
+            (MAX_CONNECTIONS_LIMIT + 1, 1, "max_connections"),
+            (1, 0, "max_buffer"),
+        ];
+        for (max_connections, max_buffer, field) in cases {
+            let config = Config {
+                max_connections,
+                max_buffer,
+                ..Config::default()
+            };
+            let err = config.validate().expect_err(field);
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+            assert!(err.to_string().contains(field), "{err}");
+        }
+    }
+
+    #[test]
+    fn limits_at_the_edges_are_valid() {
+        let config = Config {
+            max_connections: MAX_CONNECTIONS_LIMIT,
+            max_buffer: 1,
+            drain_timeout: Duration::MAX,
+            ..Config::default()
+        };
+        assert!(config.validate().is_ok());
+    }
+}

@@ -1,0 +1,278 @@
+//! [`Connection`]: one client's echo state machine, generic over the stream so unit tests can
+//! drive it with a scripted one.
+//!
+//! ```text
+//!   Open ──client EOF──▶ PeerClosed ──pending flushed──▶ closed (clean)
+//!    │
+//!    └──shutdown──▶ Draining ──pending flushed, shutdown(Write)──▶ Lingering ──client EOF──▶ closed (drained)
+//! ```
+//!
+//! Any IO error in any phase closes the connection (`Err` from [`Connection::pump`]).
+
+use std::io::{self, Read, Write};
+
+/// A byte stream the connection can also half-close. Implemented for mio's `TcpStream` and, in
+/// the tests below, for a scripted stream.
+pub(crate) trait Stream: Read + Write {
+    /// Shuts down the write side (sends FIN): the client reads EOF after the echo already sent.
+    fn shutdown_write(&self) -> io::Result<()>;
+}
+
+impl Stream for mio::net::TcpStream {
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.shutdown(std::net::Shutdown::Write)
+    }
+}
+
+/// Where a connection is in its life; see the diagram in the module doc.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Echoing: read, write back.
+    Open,
+    /// The client shut down its write side; write back what is pending, then close.
+    PeerClosed,
+    /// Graceful shutdown: read nothing more, write back what is pending, then shut our write side.
+    Draining,
+    /// Our write side is shut. Read and discard until the client closes: closing a socket that
+    /// still has unread input makes Linux send RST (RFC 9293 §3.6.1, RFC 1122 §4.2.2.13), and a
+    /// RST can destroy echo the client has not read yet.
+    Lingering,
+}
+
+/// What [`Connection::pump`] left the connection in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Status {
+    /// Still open: wait for the next readiness event.
+    Open,
+    /// Finished cleanly: remove it; dropping the stream closes the socket.
+    Closed,
+}
+
+/// One client: its stream, its pending echo and its phase.
+#[derive(Debug)]
+pub(crate) struct Connection<S> {
+    stream: S,
+    /// Bytes read but not yet written back are `pending[sent..]`. Filled only when a write falls
+    /// short; emptied (and its allocation released) as soon as everything is written, so an idle
+    /// connection holds no buffer.
+    pending: Vec<u8>,
+    /// How much of `pending` has been written; reset to 0 whenever `pending` is emptied or
+    /// compacted.
+    sent: usize,
+    /// Set by `pump` on EOF and by `begin_drain`; never goes back to `Open`.
+    phase: Phase,
+    /// Bytes written back so far; read by the reactor when the connection is removed.
+    echoed: u64,
+}
+
+impl<S: Stream> Connection<S> {
+    pub(crate) fn new(stream: S) -> Connection<S> {
+        Connection {
+            stream,
+            pending: Vec::new(),
+            sent: 0,
+            phase: Phase::Open,
+            echoed: 0,
+        }
+    }
+
+    pub(crate) fn echoed(&self) -> u64 {
+        self.echoed
+    }
+
+    /// Bytes read but not yet written back.
+    pub(crate) fn pending_len(&self) -> usize {
+        self.pending.len() - self.sent
+    }
+
+    /// Starts the graceful end: stop reading, and finish on the next [`Connection::pump`].
+    pub(crate) fn begin_drain(&mut self) {
+        // A connection whose client already sent EOF has no unread input, so it finishes as it
+        // was going to: flush, then close.
+        if self.phase == Phase::Open {
+            self.phase = Phase::Draining;
+        }
+    }
+
+    /// Does all the IO the connection can do now, until the kernel says `WouldBlock`.
+    ///
+    /// Called for every readiness event of this connection, whether readable or writable:
+    /// readiness is edge-triggered (epoll(7) `EPOLLET`), so each event must be used to the full,
+    /// and the writable event that follows backpressure is what resumes reading.
+    ///
+    /// `trust_short_read`: a read that returns fewer bytes than asked means the socket is drained
+    /// (epoll(7), "for stream-oriented files"), which saves the read that would return
+    /// `WouldBlock`. It is only safe when the event did not also report the read side closed or an
+    /// error: an EOF queued behind the data raises no new edge, so then we read to the end.
+    ///
+    /// `scratch` is the reactor's shared read buffer: data goes from it straight back to the
+    /// socket and is only copied into `pending` when a write falls short, so echoing does not
+    /// allocate per message.
+    pub(crate) fn pump(
+        &mut self,
+        scratch: &mut [u8],
+        max_buffer: usize,
+        trust_short_read: bool,
+    ) -> io::Result<Status> {
+        match self.phase {
+            Phase::Open => self.echo(scratch, max_buffer, trust_short_read),
+            Phase::PeerClosed => self.finish_after_eof(),
+            Phase::Draining => self.drain(scratch, trust_short_read),
+            Phase::Lingering => self.linger(scratch, trust_short_read),
+        }
+    }
+
+    fn echo(
+        &mut self,
+        scratch: &mut [u8],
+        max_buffer: usize,
+        trust_short_read: bool,
+    ) -> io::Result<Status> {
+        // Pending bytes go first, or the echo would come back out of order.
+        let mut can_write = self.flush()?;
+        loop {
+            let room = max_buffer.saturating_sub(self.pending_len());
+            if room == 0 {
+                // Backpressure: the client is not reading. Data left in the socket raises no new
+                // readable edge, but the writable edge that comes when the client reads brings us
+                // back here, and `flush` then makes room.
+                return Ok(Status::Open);
+            }
+            let want = room.min(scratch.len());
+            let n = match self.stream.read(&mut scratch[..want]) {
+                // The client shut down its write side (FIN): echo what is left, then close.
+                Ok(0) => {
+                    self.phase = Phase::PeerClosed;
+                    return self.finish_after_eof();
+                }
+                Ok(n) => n,
+                // Drained: the next edge will tell us when more arrives.
+                Err(err) if would_block(&err) => return Ok(Status::Open),
+                // A signal interrupted the call before any data moved: just retry.
+                Err(err) if interrupted(&err) => continue,
+                // Reset, timeout, ...: the reactor closes this connection only.
+                Err(err) => return Err(err),
+            };
+            if can_write {
+                can_write = self.write_through(&scratch[..n], max_buffer)?;
+            } else {
+                self.stash(&scratch[..n], max_buffer);
+            }
+            if trust_short_read && n < want {
+                return Ok(Status::Open);
+            }
+        }
+    }
+
+    /// Writes `data` (read just now, with nothing pending before it); keeps what the socket did
+    /// not take. Returns whether everything was written.
+    fn write_through(&mut self, data: &[u8], max_buffer: usize) -> io::Result<bool> {
+        let written = write_until_blocked(&mut self.stream, data)?;
+        self.echoed += written as u64;
+        if written < data.len() {
+            // A partial write: the socket's send buffer is full. Keep the rest, in order.
+            self.stash(&data[written..], max_buffer);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// Writes as much pending echo as the socket takes. Returns whether nothing is left pending.
+    fn flush(&mut self) -> io::Result<bool> {
+        if self.pending_len() == 0 {
+            return Ok(true);
+        }
+        let written = write_until_blocked(&mut self.stream, &self.pending[self.sent..])?;
+        self.sent += written;
+        self.echoed += written as u64;
+        if self.pending_len() > 0 {
+            return Ok(false);
+        }
+        // Release the allocation: an idle connection holds no buffer (the memory bound counts on it).
+        self.pending = Vec::new();
+        self.sent = 0;
+        Ok(true)
+    }
+
+    /// Appends to `pending`, never letting its capacity pass `max_buffer`.
+    fn stash(&mut self, data: &[u8], max_buffer: usize) {
+        if self.sent > 0 {
+            // Compact: move the unsent tail to the front before growing.
+            self.pending.drain(..self.sent);
+            self.sent = 0;
+        }
+        let needed = self.pending.len() + data.len();
+        if needed > self.pending.capacity() {
+            // Double like Vec would (amortised O(1) appends) but stop at the configured bound.
+            let target = (self.pending.capacity() * 2).clamp(needed, max_buffer.max(needed));
+            self.pending.reserve_exact(target - self.pending.len());
+        }
+        self.pending.extend_from_slice(data);
+    }
+
+    fn finish_after_eof(&mut self) -> io::Result<Status> {
+        if self.flush()? {
+            // Everything echoed and the client's input fully read: closing sends a clean FIN.
+            return Ok(Status::Closed);
+        }
+        Ok(Status::Open)
+    }
+
+    fn drain(&mut self, scratch: &mut [u8], trust_short_read: bool) -> io::Result<Status> {
+        if !self.flush()? {
+            // Wait for the client to read; the drain deadline bounds how long.
+            return Ok(Status::Open);
+        }
+        // All echo is in the kernel's hands; FIN goes after it, so the client reads it all first.
+        self.stream.shutdown_write()?;
+        self.phase = Phase::Lingering;
+        self.linger(scratch, trust_short_read)
+    }
+
+    fn linger(&mut self, scratch: &mut [u8], trust_short_read: bool) -> io::Result<Status> {
+        loop {
+            match self.stream.read(scratch) {
+                // The client closed too: nothing unread remains, so our close cannot cause a RST.
+                Ok(0) => return Ok(Status::Closed),
+                // Input sent after shutdown began is discarded, not echoed.
+                Ok(n) if trust_short_read && n < scratch.len() => return Ok(Status::Open),
+                Ok(_) => {}
+                Err(err) if would_block(&err) => return Ok(Status::Open),
+                Err(err) if interrupted(&err) => {}
+                Err(err) => return Err(err),
+            }
+        }
+    }
+}
+
+/// Writes until all of `data` is written or the socket would block; returns the bytes written.
+fn write_until_blocked<W: Write>(stream: &mut W, data: &[u8]) -> io::Result<usize> {
+    let mut written = 0;
+    while written < data.len() {
+        match stream.write(&data[written..]) {
+            // The kernel accepted nothing without saying why: treat it as a dead connection.
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            // Possibly partial: loop to offer the rest.
+            Ok(n) => written += n,
+            // Send buffer full: the writable edge will bring us back.
+            Err(err) if would_block(&err) => break,
+            // A signal arrived before any data moved: retry.
+            Err(err) if interrupted(&err) => {}
+            // Broken pipe, reset, ...: the caller closes this connection.
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(written)
+}
+
+pub(crate) fn would_block(err: &io::Error) -> bool {
+    err.kind() == io::ErrorKind::WouldBlock
+}
+
+pub(crate) fn interrupted(err: &io::Error) -> bool {
+    err.kind() == io::ErrorKind::Interrupted
+}
+
+#[cfg(test)]
+#[path = "connection_tests.rs"]
+mod tests;

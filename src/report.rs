@@ -1,0 +1,87 @@
+//! [`Report`]: what a run did, returned by [`Server::run`](crate::Server::run).
+
+use std::fmt;
+use std::time::Duration;
+
+/// Counters from one [`Server::run`](crate::Server::run), returned when it finishes.
+///
+/// Every accepted connection ends in exactly one of four ways, so once `run` has returned
+/// `accepted == closed + drained + forced + errors`.
+///
+/// Its [`Display`](fmt::Display) form is the one line the binary logs at exit.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> std::io::Result<()> {
+/// let server = netgrace::Server::bind(netgrace::Config::new("127.0.0.1:0".parse().unwrap()))?;
+/// server.shutdown_handle().shutdown();
+/// let report = server.run()?;
+/// assert_eq!(report.accepted, report.closed + report.drained + report.forced + report.errors);
+/// println!("{report}");
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Report {
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Most connections open at the same moment.
+    pub peak_connections: usize,
+    /// Bytes written back to clients.
+    pub bytes_echoed: u64,
+    /// Connections closed cleanly before shutdown began: the client shut down its write side and
+    /// received all its echo.
+    pub closed: u64,
+    /// Connections open when a graceful shutdown began that then closed cleanly: all echo
+    /// delivered, then EOF, then the client closed (or had already half-closed).
+    pub drained: u64,
+    /// Connections closed without finishing: still open at the drain deadline, or open at an
+    /// immediate shutdown.
+    pub forced: u64,
+    /// Connections closed because of an IO error on them (reset, broken pipe, ...).
+    pub errors: u64,
+    /// From the moment the reactor saw the shutdown request to the moment `run` returned.
+    pub shutdown_duration: Duration,
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "accepted={} peak={} bytes_echoed={} closed={} drained={} forced={} errors={} shutdown_ms={:.3}",
+            self.accepted,
+            self.peak_connections,
+            self.bytes_echoed,
+            self.closed,
+            self.drained,
+            self.forced,
+            self.errors,
+            self.shutdown_duration.as_secs_f64() * 1000.0
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_is_one_line_with_every_counter() {
+        let report = Report {
+            accepted: 10,
+            peak_connections: 7,
+            bytes_echoed: 1234,
+            closed: 1,
+            drained: 6,
+            forced: 2,
+            errors: 1,
+            shutdown_duration: Duration::from_micros(1500),
+        };
+        assert_eq!(
+            report.to_string(),
+            "accepted=10 peak=7 bytes_echoed=1234 closed=1 drained=6 forced=2 errors=1 shutdown_ms=1.500"
+        );
+    }
+}

@@ -1,0 +1,226 @@
+//! [`Server`]: the public facade over the reactor.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use mio::net::TcpListener;
+use mio::{Interest, Poll, Waker};
+
+use crate::reactor::{Reactor, LISTENER, WAKER};
+use crate::shutdown::Shared;
+use crate::{Config, Report, ShutdownHandle};
+
+/// A bound, not yet running echo server.
+///
+/// Creating it binds the socket and creates the poll and its waker, so that every error that can
+/// happen at startup happens here, before [`Server::run`], and so that a [`ShutdownHandle`] exists
+/// before the loop starts.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> std::io::Result<()> {
+/// use std::io::{Read, Write};
+/// use netgrace::{Config, Server};
+///
+/// let server = Server::bind(Config::new("127.0.0.1:0".parse().unwrap()))?;
+/// let addr = server.local_addr();
+/// let handle = server.shutdown_handle();
+/// let thread = std::thread::spawn(move || server.run());
+///
+/// let mut client = std::net::TcpStream::connect(addr)?;
+/// client.write_all(b"ping")?;
+/// let mut echo = [0; 4];
+/// client.read_exact(&mut echo)?;
+/// assert_eq!(&echo, b"ping");
+/// drop(client);
+///
+/// handle.shutdown();
+/// let report = thread.join().expect("server thread panicked")?;
+/// assert_eq!(report.bytes_echoed, 4);
+/// # Ok(())
+/// # }
+/// ```
+pub struct Server {
+    poll: Poll,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    config: Config,
+    shared: Arc<Shared>,
+}
+
+impl Server {
+    /// Validates `config` and binds a listener on `config.listen`.
+    ///
+    /// # Errors
+    ///
+    /// - [`io::ErrorKind::InvalidInput`] if `config` is invalid (see [`Config::validate`]);
+    /// - the OS error of `bind(2)`/`listen(2)`, with its kind kept and the address added to the
+    ///   message: for example [`io::ErrorKind::AddrInUse`] as
+    ///   `bind 127.0.0.1:5388: address already in use (os error 98)`, or
+    ///   [`io::ErrorKind::PermissionDenied`] for a privileged port;
+    /// - the OS error of creating the poll or its waker (out of descriptors, for example).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// let server = netgrace::Server::bind(netgrace::Config::new("127.0.0.1:0".parse().unwrap()))?;
+    /// assert_ne!(server.local_addr().port(), 0);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn bind(config: Config) -> io::Result<Server> {
+        config.validate()?;
+        let listener = TcpListener::bind(config.listen)
+            .map_err(|err| context(format_args!("bind {}", config.listen), err))?;
+        Server::new(listener, config)
+    }
+
+    /// Serves on a listener the host already has (inherited from a supervisor, or bound with
+    /// options this crate does not offer); `config.listen` is ignored.
+    ///
+    /// The listener is switched to nonblocking mode.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::InvalidInput`] if `config` is invalid; otherwise the OS error of making the
+    /// socket nonblocking, reading its address, or creating the poll and its waker.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let addr = listener.local_addr()?;
+    /// let server = netgrace::Server::from_std(listener, netgrace::Config::default())?;
+    /// assert_eq!(server.local_addr(), addr);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn from_std(listener: std::net::TcpListener, config: Config) -> io::Result<Server> {
+        config.validate()?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|err| context("set_nonblocking on listener", err))?;
+        Server::new(TcpListener::from_std(listener), config)
+    }
+
+    fn new(mut listener: TcpListener, config: Config) -> io::Result<Server> {
+        let local_addr = listener
+            .local_addr()
+            .map_err(|err| context("local_addr of listener", err))?;
+        let poll = Poll::new().map_err(|err| context("create poll", err))?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)
+            .map_err(|err| context("register listener", err))?;
+        let waker = Waker::new(poll.registry(), WAKER).map_err(|err| context("create waker", err))?;
+        Ok(Server {
+            poll,
+            listener,
+            local_addr,
+            config,
+            shared: Arc::new(Shared::new(waker)),
+        })
+    }
+
+    /// The address the server listens on, with port 0 resolved to the real port.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// let server = netgrace::Server::bind(netgrace::Config::new("127.0.0.1:0".parse().unwrap()))?;
+    /// println!("listening on {}", server.local_addr());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A handle that stops this server from any thread; see [`ShutdownHandle`] for its contract.
+    ///
+    /// Take it before calling [`Server::run`], which consumes the server.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// let server = netgrace::Server::bind(netgrace::Config::new("127.0.0.1:0".parse().unwrap()))?;
+    /// let handle = server.shutdown_handle();
+    /// let for_another_thread = handle.clone();
+    /// for_another_thread.shutdown();
+    /// server.run()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle::new(Arc::clone(&self.shared))
+    }
+
+    /// Serves on the calling thread until shutdown completes, then returns what it did.
+    ///
+    /// # Contract
+    ///
+    /// Guaranteed:
+    /// - `run` returns only after a [`ShutdownHandle`] request (or on a failure of the loop
+    ///   itself); nothing a client does ends it or makes it panic;
+    /// - after [`ShutdownHandle::shutdown`], the listener is closed at once; each client receives
+    ///   every byte the server had read from it, then EOF; `run` returns when all have closed or
+    ///   [`Config::drain_timeout`] has passed, whichever is first;
+    /// - after [`ShutdownHandle::shutdown_now`], `run` closes everything and returns at once;
+    /// - when it returns, every socket it opened is closed.
+    ///
+    /// Not guaranteed: the order in which connections are served or closed, or that a client
+    /// receives echo for bytes it sent after shutdown began (they are read and discarded).
+    ///
+    /// The caller must get a [`ShutdownHandle`] first (this consumes the server), and run this on
+    /// a thread it can spare: it blocks until shutdown.
+    ///
+    /// # Errors
+    ///
+    /// Only if the event loop itself fails: the OS error of `epoll_wait(2)` (other than
+    /// [`io::ErrorKind::Interrupted`], which is retried), prefixed with `poll`. Errors on a
+    /// connection close that connection and are counted in [`Report::errors`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// let server = netgrace::Server::bind(netgrace::Config::new("127.0.0.1:0".parse().unwrap()))?;
+    /// let handle = server.shutdown_handle();
+    /// let thread = std::thread::spawn(move || server.run());
+    /// handle.shutdown();
+    /// let report = thread.join().expect("server thread panicked")?;
+    /// println!("{report}");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn run(self) -> io::Result<Report> {
+        Reactor::new(self.poll, self.listener, self.config, self.shared).run()
+    }
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addr", &self.local_addr)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Adds what we were doing to an OS error and keeps its kind, so callers can still match on it:
+/// `bind 127.0.0.1:5388: address already in use (os error 98)`.
+pub(crate) fn context(what: impl fmt::Display, err: io::Error) -> io::Error {
+    let reason = err.to_string();
+    let mut chars = reason.chars();
+    let reason = match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => reason,
+    };
+    io::Error::new(err.kind(), format!("{what}: {reason}"))
+}
