@@ -71,7 +71,18 @@ mod tests {
         let ms = |n| Some(Duration::from_millis(n));
         assert_eq!(
             delays,
-            [ms(5), ms(10), ms(20), ms(40), ms(80), ms(160), ms(320), ms(640), ms(1000), ms(1000)]
+            [
+                ms(5),
+                ms(10),
+                ms(20),
+                ms(40),
+                ms(80),
+                ms(160),
+                ms(320),
+                ms(640),
+                ms(1000),
+                ms(1000)
+            ]
         );
     }
 

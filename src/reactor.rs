@@ -110,8 +110,12 @@ impl Reactor {
                 _ => {}
             }
             if let Some((started, deadline)) = self.drain {
-                if deadline.is_some_and(|deadline| now >= deadline) && !self.connections.is_empty() {
-                    info!("drain deadline passed: forcing {} connections", self.connections.len());
+                if deadline.is_some_and(|deadline| now >= deadline) && !self.connections.is_empty()
+                {
+                    info!(
+                        "drain deadline passed: forcing {} connections",
+                        self.connections.len()
+                    );
                     self.force_all();
                 }
                 if self.connections.is_empty() {
@@ -150,7 +154,9 @@ impl Reactor {
         if self.can_accept() {
             match self.backoff.until() {
                 // Paused after exhaustion: retry when the pause ends, not before.
-                Some(until) if until > now => nearest = Some(nearest.map_or(until, |d| d.min(until))),
+                Some(until) if until > now => {
+                    nearest = Some(nearest.map_or(until, |d| d.min(until)))
+                }
                 // Connections are waiting in the backlog and no edge will announce them again.
                 _ => return Some(Duration::ZERO),
             }

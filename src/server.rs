@@ -116,7 +116,8 @@ impl Server {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(|err| context("register listener", err))?;
-        let waker = Waker::new(poll.registry(), WAKER).map_err(|err| context("create waker", err))?;
+        let waker =
+            Waker::new(poll.registry(), WAKER).map_err(|err| context("create waker", err))?;
         Ok(Server {
             poll,
             listener,

@@ -91,7 +91,11 @@ fn watch_signals(handle: ShutdownHandle) -> io::Result<()> {
         .name("signals".into())
         .spawn(move || {
             for (count, signal) in signals.forever().enumerate() {
-                let name = if signal == SIGINT { "SIGINT" } else { "SIGTERM" };
+                let name = if signal == SIGINT {
+                    "SIGINT"
+                } else {
+                    "SIGTERM"
+                };
                 if count == 0 {
                     info!("{name}: shutting down gracefully (send again to stop at once)");
                     handle.shutdown();
@@ -134,8 +138,14 @@ fn parse_addr(value: OsString) -> Result<SocketAddr, lexopt::Error> {
     if let Ok(addr) = text.parse() {
         return Ok(addr);
     }
-    let resolved = text.to_socket_addrs().ok().and_then(|mut addrs| addrs.next());
-    resolved.ok_or_else(|| format!("invalid value '{text}' for '--listen': expected HOST:PORT such as 127.0.0.1:5388").into())
+    let resolved = text
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next());
+    resolved.ok_or_else(|| {
+        format!("invalid value '{text}' for '--listen': expected HOST:PORT such as 127.0.0.1:5388")
+            .into()
+    })
 }
 
 /// A whole number, with the option named in the error (lexopt's own message does not name it).
@@ -152,8 +162,10 @@ fn parse_secs(value: OsString) -> Result<Duration, lexopt::Error> {
         .ok()
         .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
         .ok_or_else(|| {
-            format!("invalid value '{text}' for '--drain-timeout': expected seconds, such as 5 or 0.5")
-                .into()
+            format!(
+                "invalid value '{text}' for '--drain-timeout': expected seconds, such as 5 or 0.5"
+            )
+            .into()
         })
 }
 
