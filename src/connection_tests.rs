@@ -1,2 +1,317 @@
+//! Unit tests for `Connection`, driven by a scripted stream: each test lists what the kernel
+//! would answer to each read and write, and checks what the connection did with it.
+
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::io::{self, ErrorKind, Read, Write};
+
+use super::{Connection, Status, Stream};
+
+/// One answer to a `read` call.
+#[derive(Debug)]
+enum ReadStep {
+    /// Data arrived: the read returns up to the buffer's length, the rest stays for the next read.
+    Data(Vec<u8>),
+    /// The client shut down its write side.
+    Eof,
+    Err(ErrorKind),
+}
+
+/// One answer to a `write` call.
+#[derive(Debug)]
+enum WriteStep {
+    /// The socket takes at most this many bytes.
+    Take(usize),
+    Err(ErrorKind),
+}
+
+/// A stream whose answers are scripted. An empty read script answers `WouldBlock`; an empty
+/// write script takes everything.
+#[derive(Debug, Default)]
+struct Script {
+    reads: VecDeque<ReadStep>,
+    writes: VecDeque<WriteStep>,
+    /// Everything the connection wrote, in order.
+    written: Vec<u8>,
+    read_calls: usize,
+    shutdown_writes: Cell<usize>,
+}
+
+impl Script {
+    fn new() -> Script {
+        Script::default()
+    }
+    fn data(mut self, bytes: &[u8]) -> Script {
+        self.reads.push_back(ReadStep::Data(bytes.to_vec()));
+        self
+    }
+    fn eof(mut self) -> Script {
+        self.reads.push_back(ReadStep::Eof);
+        self
+    }
+    fn read_err(mut self, kind: ErrorKind) -> Script {
+        self.reads.push_back(ReadStep::Err(kind));
+        self
+    }
+    fn take(mut self, n: usize) -> Script {
+        self.writes.push_back(WriteStep::Take(n));
+        self
+    }
+    fn write_err(mut self, kind: ErrorKind) -> Script {
+        self.writes.push_back(WriteStep::Err(kind));
+        self
+    }
+}
+
+impl Read for Script {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read_calls += 1;
+        match self.reads.pop_front() {
+            None => Err(ErrorKind::WouldBlock.into()),
+            Some(ReadStep::Eof) => Ok(0),
+            Some(ReadStep::Err(kind)) => Err(kind.into()),
+            Some(ReadStep::Data(mut data)) => {
+                let n = data.len().min(buf.len());
+                buf[..n].copy_from_slice(&data[..n]);
+                if n < data.len() {
+                    self.reads.push_front(ReadStep::Data(data.split_off(n)));
+                }
+                Ok(n)
+            }
+        }
+    }
+}
+
+impl Write for Script {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = match self.writes.pop_front() {
+            None => buf.len(),
+            Some(WriteStep::Take(n)) => n.min(buf.len()),
+            Some(WriteStep::Err(kind)) => return Err(kind.into()),
+        };
+        self.written.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Stream for Script {
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.shutdown_writes.set(self.shutdown_writes.get() + 1);
+        Ok(())
+    }
+}
+
+/// A write that takes nothing and says so, as a full socket does.
+fn blocked() -> WriteStep {
+    WriteStep::Err(ErrorKind::WouldBlock)
+}
+
+/// Pumps once with a 16-byte scratch buffer, trusting short reads.
+fn pump(conn: &mut Connection<Script>, max_buffer: usize) -> io::Result<Status> {
+    conn.pump(&mut [0; 16], max_buffer, true)
+}
+
 #[test]
-fn t() {}
+fn echoes_what_it_reads_in_order() -> io::Result<()> {
+    let mut conn = Connection::new(Script::new().data(b"hello ").eof());
+    conn.stream
+        .reads
+        .insert(1, ReadStep::Data(b"world".to_vec()));
+    // Reads of 16 bytes that return 6 are short: a real socket would be drained, so the script's
+    // next answers are only read on the next pump.
+    assert_eq!(pump(&mut conn, 64)?, Status::Open);
+    assert_eq!(pump(&mut conn, 64)?, Status::Open);
+    assert_eq!(pump(&mut conn, 64)?, Status::Closed);
+    assert_eq!(conn.stream.written, b"hello world");
+    assert_eq!(conn.echoed(), 11);
+    Ok(())
+}
+
+#[test]
+fn a_short_read_ends_the_pump_unless_the_read_side_closed() -> io::Result<()> {
+    let script = || Script::new().data(b"abc").data(b"def");
+    let mut trusting = Connection::new(script());
+    trusting.pump(&mut [0; 16], 64, true)?;
+    assert_eq!(
+        (trusting.stream.read_calls, &trusting.stream.written[..]),
+        (1, &b"abc"[..])
+    );
+
+    // With the read side reported closed, an EOF may sit behind the data with no new edge to
+    // announce it: read until WouldBlock.
+    let mut wary = Connection::new(script());
+    wary.pump(&mut [0; 16], 64, false)?;
+    assert_eq!(
+        (wary.stream.read_calls, &wary.stream.written[..]),
+        (3, &b"abcdef"[..])
+    );
+    Ok(())
+}
+
+#[test]
+fn partial_write_keeps_the_rest_pending_in_order() -> io::Result<()> {
+    let mut conn = Connection::new(Script::new().data(b"abcdef").take(2));
+    conn.stream.writes.push_back(blocked());
+    assert_eq!(pump(&mut conn, 64)?, Status::Open);
+    assert_eq!(conn.stream.written, b"ab");
+    assert_eq!(conn.pending_len(), 4);
+
+    // The writable edge: pending goes out before anything read later.
+    conn.stream.reads.push_back(ReadStep::Data(b"gh".to_vec()));
+    assert_eq!(pump(&mut conn, 64)?, Status::Open);
+    assert_eq!(conn.stream.written, b"abcdefgh");
+    assert_eq!(conn.pending_len(), 0);
+    Ok(())
+}
+
+#[test]
+fn backpressure_stops_reading_at_max_buffer_and_resumes_on_writable() -> io::Result<()> {
+    let data: Vec<u8> = (0..100).collect();
+    let mut conn = Connection::new(Script::new().data(&data));
+    for _ in 0..10 {
+        conn.stream.writes.push_back(blocked());
+    }
+    assert_eq!(conn.pump(&mut [0; 16], 10, false)?, Status::Open);
+    assert_eq!(
+        conn.pending_len(),
+        10,
+        "reads stop once max_buffer bytes are pending"
+    );
+    assert!(
+        conn.pending.capacity() <= 10,
+        "capacity stays within max_buffer"
+    );
+    assert_eq!(conn.stream.written, b"");
+
+    // The client reads, the socket turns writable: the connection resumes reading by itself,
+    // although no new readable event will come for the data already waiting.
+    conn.stream.writes.clear();
+    assert_eq!(conn.pump(&mut [0; 16], 10, false)?, Status::Open);
+    assert_eq!(conn.stream.written, data);
+    Ok(())
+}
+
+#[test]
+fn an_idle_connection_holds_no_buffer() -> io::Result<()> {
+    let mut conn = Connection::new(Script::new().data(b"0123456789").take(3));
+    conn.stream.writes.push_back(blocked());
+    pump(&mut conn, 64)?;
+    assert!(conn.pending.capacity() > 0);
+    pump(&mut conn, 64)?;
+    assert_eq!(conn.stream.written, b"0123456789");
+    assert_eq!(conn.pending.capacity(), 0);
+    Ok(())
+}
+
+#[test]
+fn eof_flushes_pending_then_closes() -> io::Result<()> {
+    let mut conn = Connection::new(Script::new().data(b"abc").eof().take(1));
+    // Blocked twice: once after the partial write, once for the flush after EOF.
+    conn.stream.writes.push_back(blocked());
+    conn.stream.writes.push_back(blocked());
+    assert_eq!(conn.pump(&mut [0; 16], 64, false)?, Status::Open);
+    assert_eq!(conn.stream.written, b"a");
+    assert_eq!(pump(&mut conn, 64)?, Status::Closed);
+    assert_eq!(conn.stream.written, b"abc");
+    assert_eq!(
+        conn.stream.shutdown_writes.get(),
+        0,
+        "closing is enough after the client's EOF"
+    );
+    Ok(())
+}
+
+#[test]
+fn interrupted_calls_are_retried() -> io::Result<()> {
+    let script = Script::new()
+        .read_err(ErrorKind::Interrupted)
+        .data(b"xy")
+        .write_err(ErrorKind::Interrupted);
+    let mut conn = Connection::new(script);
+    assert_eq!(pump(&mut conn, 64)?, Status::Open);
+    assert_eq!(conn.stream.written, b"xy");
+    Ok(())
+}
+
+#[test]
+fn read_and_write_errors_are_returned() {
+    let mut reset = Connection::new(Script::new().read_err(ErrorKind::ConnectionReset));
+    let err = pump(&mut reset, 64).expect_err("reset");
+    assert_eq!(err.kind(), ErrorKind::ConnectionReset);
+
+    let mut broken = Connection::new(Script::new().data(b"a").write_err(ErrorKind::BrokenPipe));
+    let err = pump(&mut broken, 64).expect_err("broken pipe");
+    assert_eq!(err.kind(), ErrorKind::BrokenPipe);
+
+    let mut zero = Connection::new(Script::new().data(b"a").take(0));
+    let err = pump(&mut zero, 64).expect_err("write zero");
+    assert_eq!(err.kind(), ErrorKind::WriteZero);
+}
+
+#[test]
+fn drain_stops_reading_flushes_shuts_write_then_lingers() -> io::Result<()> {
+    let mut conn = Connection::new(Script::new().data(b"abcd").take(2));
+    conn.stream.writes.push_back(blocked());
+    pump(&mut conn, 64)?;
+    assert_eq!(conn.stream.written, b"ab");
+
+    // Shutdown begins; the client sends more, which must be read (lingering) but not echoed.
+    conn.begin_drain();
+    conn.stream
+        .reads
+        .push_back(ReadStep::Data(b"late".to_vec()));
+    assert_eq!(
+        pump(&mut conn, 64)?,
+        Status::Open,
+        "waits for the client's EOF"
+    );
+    assert_eq!(conn.stream.written, b"abcd");
+    assert_eq!(conn.stream.shutdown_writes.get(), 1);
+    assert!(
+        conn.stream.reads.is_empty(),
+        "input after shutdown is read and discarded"
+    );
+
+    conn.stream.reads.push_back(ReadStep::Eof);
+    assert_eq!(pump(&mut conn, 64)?, Status::Closed);
+    assert_eq!(conn.stream.shutdown_writes.get(), 1);
+    Ok(())
+}
+
+#[test]
+fn drain_waits_while_the_client_does_not_read() -> io::Result<()> {
+    let mut conn = Connection::new(Script::new().data(b"abcd").take(1));
+    for _ in 0..3 {
+        conn.stream.writes.push_back(blocked());
+    }
+    pump(&mut conn, 64)?;
+    conn.begin_drain();
+    assert_eq!(pump(&mut conn, 64)?, Status::Open);
+    assert_eq!(pump(&mut conn, 64)?, Status::Open);
+    assert_eq!(
+        conn.stream.shutdown_writes.get(),
+        0,
+        "no FIN before the echo is out"
+    );
+    assert_eq!(pump(&mut conn, 64)?, Status::Open);
+    assert_eq!(conn.stream.written, b"abcd");
+    assert_eq!(conn.stream.shutdown_writes.get(), 1);
+    Ok(())
+}
+
+#[test]
+fn a_client_that_already_sent_eof_just_finishes_during_drain() -> io::Result<()> {
+    let mut conn = Connection::new(Script::new().data(b"ab").eof().take(1));
+    conn.stream.writes.push_back(blocked());
+    conn.stream.writes.push_back(blocked());
+    assert_eq!(conn.pump(&mut [0; 16], 64, false)?, Status::Open);
+    assert_eq!(conn.stream.written, b"a");
+    conn.begin_drain();
+    assert_eq!(pump(&mut conn, 64)?, Status::Closed);
+    assert_eq!(conn.stream.written, b"ab");
+    assert_eq!(conn.stream.shutdown_writes.get(), 0);
+    Ok(())
+}

@@ -92,3 +92,8 @@ pub use config::{Config, DEFAULT_PORT, MAX_CONNECTIONS_LIMIT};
 pub use report::Report;
 pub use server::Server;
 pub use shutdown::ShutdownHandle;
+
+/// The README's library example, compiled and run as a doctest so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
