@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use lexopt::prelude::*;
 use log::{info, warn, LevelFilter};
-use netgrace::{Config, Server, ShutdownHandle};
+use netgrace::{Config, Server, ShutdownHandle, MAX_CONNECTIONS_LIMIT};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
@@ -56,7 +56,8 @@ fn main() -> ExitCode {
         }
         Err(err) => return usage_error(&err),
     };
-    // Catch zero limits here, as usage errors, before any socket exists.
+    // parse_count already bounds the limits; this catches any rule Config adds later, as a usage
+    // error, before any socket exists.
     if let Err(err) = config.validate() {
         return usage_error(&err);
     }
@@ -116,9 +117,13 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, lexopt::Er
         match arg {
             Short('l') | Long("listen") => config.listen = parse_addr(parser.value()?)?,
             Long("max-connections") => {
-                config.max_connections = parse_count(parser.value()?, "--max-connections")?;
+                config.max_connections =
+                    parse_count(parser.value()?, "--max-connections", MAX_CONNECTIONS_LIMIT)?;
             }
-            Long("max-buffer") => config.max_buffer = parse_count(parser.value()?, "--max-buffer")?,
+            Long("max-buffer") => {
+                config.max_buffer =
+                    parse_count(parser.value()?, "--max-buffer", isize::MAX as usize)?;
+            }
             Long("drain-timeout") => {
                 config.drain_timeout = parse_secs(parser.value()?)?;
             }
@@ -148,11 +153,17 @@ fn parse_addr(value: OsString) -> Result<SocketAddr, lexopt::Error> {
     })
 }
 
-/// A whole number, with the option named in the error (lexopt's own message does not name it).
-fn parse_count(value: OsString, option: &str) -> Result<usize, lexopt::Error> {
+/// A whole number in `1..=max`, with the option named in the error (lexopt's own message does
+/// not name it, and `Config::validate` speaks of fields, not flags).
+fn parse_count(value: OsString, option: &str, max: usize) -> Result<usize, lexopt::Error> {
     let text = value.string()?;
-    text.parse()
-        .map_err(|err| format!("invalid value '{text}' for '{option}': {err}").into())
+    match text.parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        Ok(_) => Err(
+            format!("invalid value '{text}' for '{option}': must be between 1 and {max}").into(),
+        ),
+        Err(err) => Err(format!("invalid value '{text}' for '{option}': {err}").into()),
+    }
 }
 
 /// Seconds, fractions allowed (`0.5`); negative or not a number is an error.
