@@ -1,0 +1,105 @@
+//! Half-close: a client that shuts down its write side still receives all its echo, then EOF.
+
+mod common;
+
+use std::io::Write;
+use std::net::Shutdown;
+use std::thread;
+
+/// More than the socket buffers hold at their initial sizes (Linux defaults: 16 KiB to send,
+/// 128 KiB to receive), so the client's writes and the server's echo overlap in both directions.
+const BYTES: usize = 200 * 1024;
+
+#[test]
+fn half_close_returns_all_echo_then_eof() {
+    let server = common::start(common::config());
+    let mut reader = server.connect();
+    let mut writer = reader.try_clone().expect("try_clone");
+    // Writing on its own thread while this one reads: a writer that waited to finish before
+    // reading would deadlock once both directions' buffers filled.
+    let writing = thread::spawn(move || {
+        writer.write_all(&common::pattern(0, BYTES)).expect("write");
+        writer.shutdown(Shutdown::Write).expect("shutdown write");
+    });
+
+    // The server closes only after flushing everything it read, so EOF here also means the
+    // server has finished with the connection: the report below is already settled.
+    let echo = common::read_to_eof(&mut reader);
+    join(writing);
+    assert_eq!(echo.len(), BYTES, "echo length");
+    common::assert_pattern(0, &echo);
+
+    let report = server.shutdown();
+    assert_eq!(report.accepted, 1, "{report}");
+    assert_eq!(report.closed, 1, "closed before shutdown: {report}");
+    assert_eq!(
+        report.drained + report.forced + report.errors,
+        0,
+        "{report}"
+    );
+    assert_eq!(report.bytes_echoed, BYTES as u64, "{report}");
+}
+
+/// What the client sends before reading anything in the pending-echo test: several times what the
+/// return path (server send buffer, at most 4 MiB by Linux's `tcp_wmem`, plus the client's receive
+/// buffer, which does not grow while the client does not read) can hold.
+const UNREAD_BYTES: usize = 16 << 20;
+
+/// The server reads the client's EOF while most of the echo is still in its own buffer (the
+/// client has not read anything yet); it must write all of it before closing.
+#[test]
+fn half_close_with_echo_still_pending_delivers_it_all() {
+    let mut config = common::config();
+    // Room for everything, so the server reads through to EOF before the client reads a byte.
+    config.max_buffer = 2 * UNREAD_BYTES;
+    let server = common::start(config);
+    let mut client = server.connect();
+    client
+        .write_all(&common::pattern(0, UNREAD_BYTES))
+        .expect("write");
+    client.shutdown(Shutdown::Write).expect("shutdown write");
+
+    let echo = common::read_to_eof(&mut client);
+    assert_eq!(echo.len(), UNREAD_BYTES, "echo length");
+    common::assert_pattern(0, &echo);
+
+    let report = server.shutdown();
+    assert_eq!((report.accepted, report.closed), (1, 1), "{report}");
+    assert_eq!(report.bytes_echoed, UNREAD_BYTES as u64, "{report}");
+}
+
+#[test]
+fn half_close_after_small_messages_returns_their_echo_then_eof() {
+    let server = common::start(common::config());
+    let mut client = server.connect();
+    common::assert_echo(&mut client, b"first\n");
+    // Not waiting for this one's echo before the FIN: it must still come back, before EOF.
+    client.write_all(b"second\n").expect("write");
+    client.shutdown(Shutdown::Write).expect("shutdown write");
+    assert_eq!(common::read_to_eof(&mut client), b"second\n");
+
+    let report = server.shutdown();
+    assert_eq!((report.accepted, report.closed), (1, 1), "{report}");
+    assert_eq!(report.bytes_echoed, 13, "{report}");
+}
+
+#[test]
+fn half_close_without_data_gets_eof_at_once() {
+    let server = common::start(common::config());
+    let mut client = server.connect();
+    client.shutdown(Shutdown::Write).expect("shutdown write");
+    assert!(common::read_to_eof(&mut client).is_empty());
+
+    let report = server.shutdown();
+    assert_eq!((report.accepted, report.closed), (1, 1), "{report}");
+    assert_eq!(report.bytes_echoed, 0, "{report}");
+}
+
+/// Joins a helper thread, re-raising its panic so the test fails with its message.
+#[track_caller]
+fn join<T>(thread: thread::JoinHandle<T>) -> T {
+    match thread.join() {
+        Ok(value) => value,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
