@@ -6,11 +6,27 @@ use std::time::Duration;
 
 /// The port the binary and [`Config::default`] listen on: the port of the Go example netgrace
 /// descends from.
+///
+/// Tests and examples should not use it: they bind port 0 so that runs never collide.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(netgrace::Config::default().listen.port(), netgrace::DEFAULT_PORT);
+/// ```
 pub const DEFAULT_PORT: u16 = 5388;
 
 /// Largest accepted `max_connections`: slab keys run from 0 to `max_connections - 1` and double as
 /// poll tokens, so keeping them below this leaves the top of the token space to the listener and
-/// the waker (see `reactor.rs`).
+/// the waker (see `reactor.rs`). At 2^24 it is far above what one thread can serve anyway.
+///
+/// # Examples
+///
+/// ```
+/// let mut config = netgrace::Config::default();
+/// config.max_connections = netgrace::MAX_CONNECTIONS_LIMIT + 1;
+/// assert!(config.validate().is_err());
+/// ```
 pub const MAX_CONNECTIONS_LIMIT: usize = 1 << 24;
 
 /// How a [`Server`](crate::Server) listens, how much it holds, and how long it drains.
