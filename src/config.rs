@@ -81,6 +81,16 @@ pub struct Config {
     /// cut the rest) and very large ones (wait for clients indefinitely). When it passes, every
     /// connection still open is closed and counted as [`Report::forced`](crate::Report::forced).
     pub drain_timeout: Duration,
+
+    /// How long a connection may stay silent before the server closes it.
+    ///
+    /// Default `None` (never). Any non-zero duration is valid. "Silent" means no byte moved in
+    /// either direction. At the limit the connection is closed as in a graceful shutdown: pending
+    /// echo is flushed, the write side is shut (the client reads EOF), and the server reads and
+    /// discards until the client closes; if the client has not closed after one more idle period,
+    /// the connection is cut. Either way it counts as [`Report::timed_out`](crate::Report::timed_out).
+    /// Keeping this timer costs O(1) per event, whatever the number of connections.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Config {
@@ -104,7 +114,8 @@ impl Config {
     /// # Errors
     ///
     /// [`io::ErrorKind::InvalidInput`] naming the field when `max_connections` is zero or above
-    /// [`MAX_CONNECTIONS_LIMIT`], or `max_buffer` is zero or above `isize::MAX`.
+    /// [`MAX_CONNECTIONS_LIMIT`], `max_buffer` is zero or above `isize::MAX`, or `idle_timeout` is
+    /// `Some(Duration::ZERO)` (use `None` to turn the timer off).
     ///
     /// # Examples
     ///
@@ -129,18 +140,24 @@ impl Config {
                 self.max_buffer
             )));
         }
+        if self.idle_timeout == Some(Duration::ZERO) {
+            return Err(invalid(
+                "idle_timeout must be more than zero (None turns it off)".to_string(),
+            ));
+        }
         Ok(())
     }
 }
 
 impl Default for Config {
-    /// `127.0.0.1:5388`, 1024 connections, 64 KiB per connection, 5 s drain.
+    /// `127.0.0.1:5388`, 1024 connections, 64 KiB per connection, 5 s drain, no idle timeout.
     fn default() -> Config {
         Config {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_PORT)),
             max_connections: 1024,
             max_buffer: 64 * 1024,
             drain_timeout: Duration::from_secs(5),
+            idle_timeout: None,
         }
     }
 }
@@ -160,6 +177,7 @@ mod tests {
         assert_eq!(config.max_connections, 1024);
         assert_eq!(config.max_buffer, 65_536);
         assert_eq!(config.drain_timeout, Duration::from_secs(5));
+        assert_eq!(config.idle_timeout, None);
         assert!(config.validate().is_ok());
     }
 
@@ -183,11 +201,23 @@ mod tests {
     }
 
     #[test]
+    fn a_zero_idle_timeout_is_invalid_input() {
+        let config = Config {
+            idle_timeout: Some(Duration::ZERO),
+            ..Config::default()
+        };
+        let err = config.validate().expect_err("zero idle timeout");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("idle_timeout"), "{err}");
+    }
+
+    #[test]
     fn limits_at_the_edges_are_valid() {
         let config = Config {
             max_connections: MAX_CONNECTIONS_LIMIT,
             max_buffer: 1,
             drain_timeout: Duration::MAX,
+            idle_timeout: Some(Duration::MAX),
             ..Config::default()
         };
         assert!(config.validate().is_ok());

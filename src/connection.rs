@@ -39,11 +39,18 @@ enum Phase {
     Lingering,
 }
 
+/// Most bytes one connection may read in one pump, so a client that floods cannot monopolise the
+/// loop (fairness): at 64 KiB, one full scratch read, the others get a turn after each chunk.
+pub(crate) const READ_BUDGET_BYTES: usize = 64 * 1024;
+
 /// What [`Connection::pump`] left the connection in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Status {
     /// Still open: wait for the next readiness event.
     Open,
+    /// Still open, with input possibly waiting: the read budget ran out. No new edge will come
+    /// for that input, so the reactor must pump this connection again next turn by itself.
+    Busy,
     /// Finished cleanly: remove it; dropping the stream closes the socket.
     Closed,
 }
@@ -63,6 +70,9 @@ pub(crate) struct Connection<S> {
     phase: Phase,
     /// Bytes written back so far; read by the reactor when the connection is removed.
     echoed: u64,
+    /// Bytes read so far, echoed or (while lingering) discarded; with `echoed`, tells the reactor
+    /// whether a pump moved any traffic (the idle timer).
+    read: u64,
 }
 
 impl<S: Stream> Connection<S> {
@@ -73,11 +83,17 @@ impl<S: Stream> Connection<S> {
             sent: 0,
             phase: Phase::Open,
             echoed: 0,
+            read: 0,
         }
     }
 
     pub(crate) fn echoed(&self) -> u64 {
         self.echoed
+    }
+
+    /// Bytes moved either way so far: unchanged across a pump means the pump saw no traffic.
+    pub(crate) fn traffic(&self) -> u64 {
+        self.read + self.echoed
     }
 
     /// Bytes read but not yet written back.
@@ -94,11 +110,13 @@ impl<S: Stream> Connection<S> {
         }
     }
 
-    /// Does all the IO the connection can do now, until the kernel says `WouldBlock`.
+    /// Does the IO the connection can do now: until the kernel says `WouldBlock`, or until
+    /// [`READ_BUDGET_BYTES`] have been read (then it returns [`Status::Busy`]).
     ///
-    /// Called for every readiness event of this connection, whether readable or writable:
-    /// readiness is edge-triggered (epoll(7) `EPOLLET`), so each event must be used to the full,
-    /// and the writable event that follows backpressure is what resumes reading.
+    /// Called for every readiness event of this connection, whether readable or writable, and
+    /// again on the next turn after `Busy`: readiness is edge-triggered (epoll(7) `EPOLLET`), so
+    /// each event must be used to the full, and the writable event that follows backpressure is
+    /// what resumes reading.
     ///
     /// `trust_short_read`: a read that returns fewer bytes than asked means the socket is drained
     /// (epoll(7), "for stream-oriented files"), which saves the read that would return
@@ -130,6 +148,7 @@ impl<S: Stream> Connection<S> {
     ) -> io::Result<Status> {
         // Pending bytes go first, or the echo would come back out of order.
         let mut can_write = self.flush()?;
+        let mut budget = READ_BUDGET_BYTES;
         loop {
             let room = max_buffer.saturating_sub(self.pending_len());
             if room == 0 {
@@ -158,8 +177,13 @@ impl<S: Stream> Connection<S> {
             } else {
                 self.stash(&scratch[..n], max_buffer);
             }
+            self.read += n as u64;
             if trust_short_read && n < want {
                 return Ok(Status::Open);
+            }
+            budget = budget.saturating_sub(n);
+            if budget == 0 {
+                return Ok(Status::Busy);
             }
         }
     }
@@ -230,13 +254,22 @@ impl<S: Stream> Connection<S> {
     }
 
     fn linger(&mut self, scratch: &mut [u8], trust_short_read: bool) -> io::Result<Status> {
+        let mut budget = READ_BUDGET_BYTES;
         loop {
             match self.stream.read(scratch) {
                 // The client closed too: nothing unread remains, so our close cannot cause a RST.
                 Ok(0) => return Ok(Status::Closed),
                 // Input sent after shutdown began is discarded, not echoed.
-                Ok(n) if trust_short_read && n < scratch.len() => return Ok(Status::Open),
-                Ok(_) => {}
+                Ok(n) => {
+                    self.read += n as u64;
+                    if trust_short_read && n < scratch.len() {
+                        return Ok(Status::Open);
+                    }
+                    budget = budget.saturating_sub(n);
+                    if budget == 0 {
+                        return Ok(Status::Busy);
+                    }
+                }
                 Err(err) if would_block(&err) => return Ok(Status::Open),
                 Err(err) if interrupted(&err) => {}
                 Err(err) => return Err(err),

@@ -315,3 +315,51 @@ fn a_client_that_already_sent_eof_just_finishes_during_drain() -> io::Result<()>
     assert_eq!(conn.stream.shutdown_writes.get(), 0);
     Ok(())
 }
+
+#[test]
+fn a_flood_is_served_one_budget_per_pump() -> io::Result<()> {
+    use super::READ_BUDGET_BYTES;
+    let flood = vec![7u8; 3 * READ_BUDGET_BYTES];
+    let mut conn = Connection::new(Script::new().data(&flood));
+    let mut scratch = vec![0; READ_BUDGET_BYTES];
+    // Full reads are not short, so only the budget stops the pump; the reactor calls it again
+    // next turn, after the other connections had theirs.
+    for round in 1..=3 {
+        assert_eq!(conn.pump(&mut scratch, usize::MAX, true)?, Status::Busy);
+        assert_eq!(conn.stream.written.len(), round * READ_BUDGET_BYTES);
+    }
+    assert_eq!(conn.pump(&mut scratch, usize::MAX, true)?, Status::Open);
+    assert_eq!(conn.stream.written, flood);
+    Ok(())
+}
+
+#[test]
+fn lingering_discards_within_the_budget_too() -> io::Result<()> {
+    use super::READ_BUDGET_BYTES;
+    let mut conn = Connection::new(Script::new());
+    conn.begin_drain();
+    conn.stream
+        .reads
+        .push_back(ReadStep::Data(vec![1; 2 * READ_BUDGET_BYTES]));
+    conn.stream.reads.push_back(ReadStep::Eof);
+    let mut scratch = vec![0; READ_BUDGET_BYTES];
+    assert_eq!(conn.pump(&mut scratch, 64, true)?, Status::Busy);
+    assert_eq!(conn.pump(&mut scratch, 64, true)?, Status::Busy);
+    assert_eq!(conn.pump(&mut scratch, 64, true)?, Status::Closed);
+    assert_eq!(
+        conn.stream.written, b"",
+        "input after shutdown is never echoed"
+    );
+    Ok(())
+}
+
+#[test]
+fn traffic_counts_bytes_both_ways() -> io::Result<()> {
+    let mut conn = Connection::new(Script::new().data(b"abc"));
+    assert_eq!(conn.traffic(), 0);
+    pump(&mut conn, 64)?;
+    assert_eq!(conn.traffic(), 6);
+    pump(&mut conn, 64)?; // WouldBlock: nothing moved
+    assert_eq!(conn.traffic(), 6);
+    Ok(())
+}

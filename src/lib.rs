@@ -57,6 +57,7 @@
 //! - `connection`: one client's echo buffer and phases, generic over the stream.
 //! - `shutdown`: [`ShutdownHandle`]: an atomic request plus a waker.
 //! - `backoff`: the accept pause after running out of descriptors.
+//! - `idle`: the idle timer, a list of connections ordered by last traffic.
 //! - `report`: [`Report`], the counters of one run.
 //!
 //! # Guarantees
@@ -83,6 +84,7 @@
 mod backoff;
 mod config;
 mod connection;
+mod idle;
 mod reactor;
 mod report;
 mod server;

@@ -2,30 +2,35 @@
 //!
 //! A *turn* is one `poll` plus the dispatch of what it returned:
 //!
-//! 1. act on a shutdown request, if one is new ([`Reactor::run`]);
+//! 1. act on a shutdown request, if one is new, and on the drain deadline ([`Reactor::run`]);
 //! 2. wait for events, at most until the nearest deadline ([`Reactor::poll_timeout`]);
 //! 3. pump each connection that has an event ([`Reactor::on_connection`]);
-//! 4. accept, if the listener has connections queued and there is room ([`Reactor::accept_burst`]).
+//! 4. pump again the connections whose last pump ran out of budget ([`Reactor::serve_ready`]);
+//! 5. close the connections that have been silent too long ([`Reactor::expire_idle`]);
+//! 6. accept, if the listener has connections queued and there is room (`accept_burst`, in
+//!    `reactor/accept.rs`).
 //!
-//! Accepting comes last so that a slab key freed in step 3 is not reused while events for the old
-//! connection with that key may still be in this turn's batch.
+//! Accepting comes last so that a slab key freed earlier in the turn is not reused while events
+//! for the old connection with that key may still be in this turn's batch.
 
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{debug, info, warn};
+use log::{debug, info};
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Poll, Token};
 use slab::Slab;
 
 use crate::backoff::Backoff;
-use crate::connection::{interrupted, would_block, Connection, Status};
+use crate::connection::{interrupted, Connection, Status};
+use crate::idle::{IdleList, Link, Linked};
 use crate::server::context;
 use crate::shutdown::{Request, Shared};
 use crate::{Config, Report};
+
+mod accept;
 
 /// The waker's token. Connection tokens are slab keys, below `max_connections`, which
 /// `Config::validate` keeps far below `usize::MAX - 1`; so the top two values are free.
@@ -38,9 +43,6 @@ const EVENTS_PER_TURN: usize = 1024;
 /// The shared read buffer (capped by `max_buffer`): one 64 KiB read drains a typical socket
 /// receive queue in a single call, and it is allocated once per reactor, not per connection.
 const SCRATCH_BYTES: usize = 64 * 1024;
-/// Most accepts per turn, so a connection storm cannot starve the connections already open;
-/// the rest are accepted on the next turn, which then polls with a zero timeout.
-const ACCEPT_BURST: usize = 256;
 
 /// How a connection ended, for the [`Report`] counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +50,26 @@ enum Ending {
     Clean,
     Error,
     Forced,
+}
+
+/// One slab entry: a connection and the reactor's bookkeeping for it.
+#[derive(Debug)]
+struct Slot {
+    connection: Connection<TcpStream>,
+    /// Its place in the idle list; moved to the back whenever a pump moves bytes.
+    idle: Link,
+    /// On the ready list: its last pump ran out of budget. Set in [`Reactor::pump`], cleared
+    /// when it is pumped again.
+    queued: bool,
+    /// The idle timeout started its close. A second expiry cuts it; either way it is counted
+    /// in [`Report::timed_out`].
+    timed_out: bool,
+}
+
+impl Linked for Slot {
+    fn link(&mut self) -> &mut Link {
+        &mut self.idle
+    }
 }
 
 /// The state of one `run`: everything the loop owns.
@@ -58,7 +80,14 @@ pub(crate) struct Reactor {
     /// connection attempts are refused rather than left waiting.
     listener: Option<TcpListener>,
     /// Open connections; the key of each is its poll token.
-    connections: Slab<Connection<TcpStream>>,
+    connections: Slab<Slot>,
+    /// Connections by last traffic, oldest first: the idle timer.
+    idle: IdleList,
+    /// Keys to pump next turn without waiting for an event (their budget ran out). Swapped with
+    /// `due` each turn, so neither allocates after warming up.
+    ready: Vec<usize>,
+    /// This turn's share of `ready`, being served; always empty between turns.
+    due: Vec<usize>,
     /// Shared read buffer, see [`SCRATCH_BYTES`].
     scratch: Vec<u8>,
     config: Config,
@@ -87,6 +116,9 @@ impl Reactor {
             poll,
             listener: Some(listener),
             connections: Slab::new(),
+            idle: IdleList::default(),
+            ready: Vec::new(),
+            due: Vec::new(),
             scratch: vec![0; SCRATCH_BYTES.min(config.max_buffer)],
             config,
             shared,
@@ -135,28 +167,40 @@ impl Reactor {
             // The poll itself failed: the loop cannot go on.
             Err(err) => return Err(context("poll", err)),
         }
+        let now = Instant::now();
+        std::mem::swap(&mut self.ready, &mut self.due);
         for event in events.iter() {
             match event.token() {
                 LISTENER => self.accept_pending = true,
                 // The wake-up only ended the poll; `run` reads the request itself.
                 WAKER => {}
-                token => self.on_connection(token, event),
+                token => self.on_connection(token, event, now),
             }
         }
-        self.accept_burst(Instant::now());
+        self.serve_ready(now);
+        self.expire_idle(now);
+        self.accept_burst(now);
         Ok(())
     }
 
     /// How long `poll` may block: until the nearest deadline, or for ever if there is none (the
-    /// waker ends it for a shutdown request, and no other timer exists).
+    /// waker ends it for a shutdown request).
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        let mut nearest: Option<Instant> = self.drain.and_then(|(_, deadline)| deadline);
+        if !self.ready.is_empty() {
+            // Connections with input left over get no new edge: serve them without waiting.
+            return Some(Duration::ZERO);
+        }
+        let mut nearest = self.drain.and_then(|(_, deadline)| deadline);
+        let mut consider = |deadline: Instant| {
+            nearest = Some(nearest.map_or(deadline, |nearest| nearest.min(deadline)));
+        };
+        if let Some(expiry) = self.next_idle_expiry() {
+            consider(expiry);
+        }
         if self.can_accept() {
             match self.backoff.until() {
                 // Paused after exhaustion: retry when the pause ends, not before.
-                Some(until) if until > now => {
-                    nearest = Some(nearest.map_or(until, |d| d.min(until)))
-                }
+                Some(until) if until > now => consider(until),
                 // Connections are waiting in the backlog and no edge will announce them again.
                 _ => return Some(Duration::ZERO),
             }
@@ -164,27 +208,50 @@ impl Reactor {
         nearest.map(|deadline| deadline.saturating_duration_since(now))
     }
 
-    fn can_accept(&self) -> bool {
-        self.accept_pending
-            && self.listener.is_some()
-            && self.connections.len() < self.config.max_connections
+    fn on_connection(&mut self, token: Token, event: &Event, now: Instant) {
+        // A stale event for a connection closed earlier in the same batch is skipped by `pump`
+        // (accepts wait for the end of the turn, so its key cannot have been reused yet).
+        let trust_short_read = !(event.is_read_closed() || event.is_error());
+        self.pump(token.0, trust_short_read, now);
     }
 
-    fn on_connection(&mut self, token: Token, event: &Event) {
-        // A stale event: this connection was closed earlier in the same batch (accepts wait for
-        // the end of the turn, so its key cannot have been reused yet).
-        let Some(connection) = self.connections.get_mut(token.0) else {
+    /// Pumps the connections whose budget ran out last turn. They get no event for the input
+    /// they left waiting, so without this they would stall. A connection that also had an event
+    /// this turn may be served twice; the budget still bounds what one turn spends on it.
+    fn serve_ready(&mut self, now: Instant) {
+        let mut due = std::mem::take(&mut self.due);
+        for &key in &due {
+            if self.connections.get(key).is_some_and(|slot| slot.queued) {
+                // Unknown readiness: read until WouldBlock rather than trust a short read.
+                self.pump(key, false, now);
+            }
+        }
+        due.clear();
+        self.due = due;
+    }
+
+    /// Runs one connection's IO and acts on the outcome: requeue, close, or nothing.
+    fn pump(&mut self, key: usize, trust_short_read: bool, now: Instant) {
+        let Some(slot) = self.connections.get_mut(key) else {
             return;
         };
-        let trust_short_read = !(event.is_read_closed() || event.is_error());
-        let result = connection.pump(&mut self.scratch, self.config.max_buffer, trust_short_read);
-        self.settle(token.0, result);
-    }
-
-    /// Acts on what a pump returned: nothing, a clean close, or a close on error.
-    fn settle(&mut self, key: usize, result: io::Result<Status>) {
+        slot.queued = false;
+        let before = slot.connection.traffic();
+        let max_buffer = self.config.max_buffer;
+        let result = slot
+            .connection
+            .pump(&mut self.scratch, max_buffer, trust_short_read);
+        if slot.connection.traffic() != before {
+            self.idle.touch(&mut self.connections, key, now);
+        }
         match result {
             Ok(Status::Open) => {}
+            Ok(Status::Busy) => {
+                if let Some(slot) = self.connections.get_mut(key) {
+                    slot.queued = true;
+                    self.ready.push(key);
+                }
+            }
             Ok(Status::Closed) => self.close(key, Ending::Clean),
             Err(err) => {
                 debug!("connection {key}: closed on error: {err}");
@@ -194,82 +261,59 @@ impl Reactor {
     }
 
     fn close(&mut self, key: usize, ending: Ending) {
+        self.idle.unlink(&mut self.connections, key);
         // Dropping the stream closes the descriptor, which also removes it from the epoll
         // interest list (epoll(7), Q6): no deregister call needed.
-        let Some(connection) = self.connections.try_remove(key) else {
+        let Some(slot) = self.connections.try_remove(key) else {
             return;
         };
-        self.report.bytes_echoed += connection.echoed();
-        let counter = match (ending, self.drain.is_some()) {
-            (Ending::Clean, false) => &mut self.report.closed,
-            (Ending::Clean, true) => &mut self.report.drained,
-            (Ending::Error, _) => &mut self.report.errors,
-            (Ending::Forced, _) => &mut self.report.forced,
+        self.report.bytes_echoed += slot.connection.echoed();
+        let counter = match (ending, slot.timed_out, self.drain.is_some()) {
+            (Ending::Error, _, _) => &mut self.report.errors,
+            (_, true, _) => &mut self.report.timed_out,
+            (Ending::Forced, false, _) => &mut self.report.forced,
+            (Ending::Clean, false, false) => &mut self.report.closed,
+            (Ending::Clean, false, true) => &mut self.report.drained,
         };
         *counter += 1;
         debug!("connection {key}: closed ({ending:?})");
     }
 
-    /// Accepts until the backlog is empty, the limit is reached or the burst is spent.
-    fn accept_burst(&mut self, now: Instant) {
-        for _ in 0..ACCEPT_BURST {
-            if !self.can_accept() || self.backoff.is_paused(now) {
-                return;
-            }
-            let Some(listener) = &self.listener else {
-                return;
-            };
-            match listener.accept() {
-                Ok((stream, peer)) => {
-                    let failures = self.backoff.succeed();
-                    if failures > 0 {
-                        info!("accepting again after {failures} failed attempts");
-                    }
-                    self.register(stream, peer);
-                }
-                // The backlog is empty: the next readable edge announces the next client.
-                Err(err) if would_block(&err) => self.accept_pending = false,
-                // That one client gave up or a signal interrupted: try the next.
-                Err(err) if is_per_connection(&err) => debug!("accept: {err}"),
-                // Out of descriptors or memory: pause accepting, keep serving (see backoff.rs).
-                Err(err) => self.pause_accepting(err, now),
-            }
+    /// When the connection silent the longest reaches the idle timeout, if the timer is on.
+    fn next_idle_expiry(&self) -> Option<Instant> {
+        let timeout = self.config.idle_timeout?;
+        if self.drain.is_some() {
+            return None; // the drain deadline governs from here
         }
+        let oldest = self.connections.get(self.idle.oldest()?)?;
+        oldest.idle.since().checked_add(timeout)
     }
 
-    fn pause_accepting(&mut self, err: io::Error, now: Instant) {
-        let open = self.connections.len();
-        // One warning per episode, not one per attempt: a full descriptor table can last minutes.
-        if self.backoff.fail(now) {
-            let cause = if is_resource_exhaustion(&err) {
-                "out of resources"
-            } else {
-                "unexpected error"
+    /// Closes the connections that have been silent for `idle_timeout`: oldest first, stopping
+    /// at the first that has not expired, so the cost is O(1) per expiry, not O(connections).
+    fn expire_idle(&mut self, now: Instant) {
+        while let Some(expiry) = self.next_idle_expiry() {
+            if now < expiry {
+                return;
+            }
+            let Some(key) = self.idle.oldest() else {
+                return;
             };
-            warn!("accept: {err} ({cause}); pausing accepts, 5 ms doubling to 1 s; serving {open} connections");
-        } else {
-            debug!("accept: {err}; still paused");
+            let Some(slot) = self.connections.get_mut(key) else {
+                return;
+            };
+            if slot.timed_out {
+                // Its clean close has not finished in another whole idle period: cut it.
+                self.close(key, Ending::Forced);
+                continue;
+            }
+            debug!("connection {key}: idle timeout, closing");
+            slot.timed_out = true;
+            slot.connection.begin_drain();
+            // Restart its timer: the clean close gets one more idle period to finish.
+            self.idle.touch(&mut self.connections, key, now);
+            self.pump(key, false, now);
         }
-    }
-
-    fn register(&mut self, mut stream: TcpStream, peer: SocketAddr) {
-        self.report.accepted += 1;
-        // Small echoes must not wait for the previous segment's ACK (Nagle, RFC 1122 §4.2.3.4).
-        if let Err(err) = stream.set_nodelay(true) {
-            debug!("set_nodelay {peer}: {err}");
-        }
-        let entry = self.connections.vacant_entry();
-        let token = Token(entry.key());
-        // Both interests, once: edge-triggered readiness never needs re-registering.
-        let interest = Interest::READABLE | Interest::WRITABLE;
-        if let Err(err) = self.poll.registry().register(&mut stream, token, interest) {
-            debug!("register {peer}: {err}");
-            self.report.errors += 1;
-            return;
-        }
-        entry.insert(Connection::new(stream));
-        self.report.peak_connections = self.report.peak_connections.max(self.connections.len());
-        debug!("connection {}: accepted from {peer}", token.0);
     }
 
     /// Graceful shutdown, step 1: refuse new clients, then start every connection's drain.
@@ -289,10 +333,9 @@ impl Reactor {
         // event to start its drain, so each is pumped once now. One allocation, once per run.
         let keys: Vec<usize> = self.connections.iter().map(|(key, _)| key).collect();
         for key in keys {
-            if let Some(connection) = self.connections.get_mut(key) {
-                connection.begin_drain();
-                let result = connection.pump(&mut self.scratch, self.config.max_buffer, false);
-                self.settle(key, result);
+            if let Some(slot) = self.connections.get_mut(key) {
+                slot.connection.begin_drain();
+                self.pump(key, false, now);
             }
         }
     }
@@ -313,29 +356,4 @@ impl Reactor {
         self.report.shutdown_duration = started.elapsed();
         self.report
     }
-}
-
-/// Accept failures that concern one client only (it reset or aborted before we accepted it, or a
-/// signal interrupted the call): accept(2) lists them; the next accept may well succeed.
-fn is_per_connection(err: &io::Error) -> bool {
-    matches!(
-        err.kind(),
-        io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::Interrupted
-    )
-}
-
-/// `EMFILE`, `ENFILE` (descriptors), `ENOBUFS`, `ENOMEM` (memory): accept(2) says the machine or
-/// process is out of something, which retrying at once cannot fix.
-///
-/// The numbers are Linux's; elsewhere these errors reach the "unexpected" path of
-/// `pause_accepting`, which backs off the same way and only words its warning differently.
-fn is_resource_exhaustion(err: &io::Error) -> bool {
-    const EMFILE: i32 = 24;
-    const ENFILE: i32 = 23;
-    const ENOBUFS: i32 = 105;
-    const ENOMEM: i32 = 12;
-    err.kind() == io::ErrorKind::OutOfMemory
-        || matches!(err.raw_os_error(), Some(EMFILE | ENFILE | ENOBUFS | ENOMEM))
 }

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 /// Counters from one [`Server::run`](crate::Server::run), returned when it finishes.
 ///
-/// Every accepted connection ends in exactly one of four ways, so once `run` has returned
-/// `accepted == closed + drained + forced + errors`.
+/// Every accepted connection ends in exactly one of five ways, so once `run` has returned
+/// `accepted == closed + drained + forced + errors + timed_out`.
 ///
 /// Its [`Display`](fmt::Display) form is the one line the binary logs at exit.
 ///
@@ -17,7 +17,8 @@ use std::time::Duration;
 /// let server = netgrace::Server::bind(netgrace::Config::new("127.0.0.1:0".parse().unwrap()))?;
 /// server.shutdown_handle().shutdown();
 /// let report = server.run()?;
-/// assert_eq!(report.accepted, report.closed + report.drained + report.forced + report.errors);
+/// let ended = report.closed + report.drained + report.forced + report.errors + report.timed_out;
+/// assert_eq!(report.accepted, ended);
 /// println!("{report}");
 /// # Ok(())
 /// # }
@@ -42,6 +43,8 @@ pub struct Report {
     pub forced: u64,
     /// Connections closed because of an IO error on them (reset, broken pipe, ...).
     pub errors: u64,
+    /// Connections closed because they were silent for [`Config::idle_timeout`](crate::Config::idle_timeout).
+    pub timed_out: u64,
     /// From the moment the reactor saw the shutdown request to the moment `run` returned.
     pub shutdown_duration: Duration,
 }
@@ -50,7 +53,7 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "accepted={} peak={} bytes_echoed={} closed={} drained={} forced={} errors={} shutdown_ms={:.3}",
+            "accepted={} peak={} bytes_echoed={} closed={} drained={} forced={} errors={} timed_out={} shutdown_ms={:.3}",
             self.accepted,
             self.peak_connections,
             self.bytes_echoed,
@@ -58,6 +61,7 @@ impl fmt::Display for Report {
             self.drained,
             self.forced,
             self.errors,
+            self.timed_out,
             self.shutdown_duration.as_secs_f64() * 1000.0
         )
     }
@@ -77,11 +81,12 @@ mod tests {
             drained: 6,
             forced: 2,
             errors: 1,
+            timed_out: 3,
             shutdown_duration: Duration::from_micros(1500),
         };
         assert_eq!(
             report.to_string(),
-            "accepted=10 peak=7 bytes_echoed=1234 closed=1 drained=6 forced=2 errors=1 shutdown_ms=1.500"
+            "accepted=10 peak=7 bytes_echoed=1234 closed=1 drained=6 forced=2 errors=1 timed_out=3 shutdown_ms=1.500"
         );
     }
 }

@@ -14,7 +14,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 const USAGE: &str = "usage: netgrace [-l ADDR] [--max-connections N] [--max-buffer BYTES] \
-                     [--drain-timeout SECS] [-v | -q] [-h] [-V]";
+                     [--drain-timeout SECS] [--idle-timeout SECS] [-v | -q] [-h] [-V]";
 
 const HELP: &str = "\
 netgrace: a TCP echo server that shuts down gracefully
@@ -26,6 +26,7 @@ options:
       --max-connections N    connections served at once; more wait in the backlog [default: 1024]
       --max-buffer BYTES     unsent echo held per connection before reading pauses [default: 65536]
       --drain-timeout SECS   how long a graceful shutdown waits for clients [default: 5]
+      --idle-timeout SECS    close connections silent this long [default: never]
   -v, --verbose              more log output (repeat for trace)
   -q, --quiet                less log output (repeat for errors only, then none)
   -h, --help                 print this help
@@ -125,7 +126,18 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, lexopt::Er
                     parse_count(parser.value()?, "--max-buffer", isize::MAX as usize)?;
             }
             Long("drain-timeout") => {
-                config.drain_timeout = parse_secs(parser.value()?)?;
+                config.drain_timeout = parse_secs(parser.value()?, "--drain-timeout")?;
+            }
+            Long("idle-timeout") => {
+                let timeout = parse_secs(parser.value()?, "--idle-timeout")?;
+                if timeout.is_zero() {
+                    return Err(
+                        "invalid value '0' for '--idle-timeout': must be more than 0 \
+                                (omit it to never time out)"
+                            .into(),
+                    );
+                }
+                config.idle_timeout = Some(timeout);
             }
             Short('v') | Long("verbose") => verbosity += 1,
             Short('q') | Long("quiet") => verbosity -= 1,
@@ -167,16 +179,14 @@ fn parse_count(value: OsString, option: &str, max: usize) -> Result<usize, lexop
 }
 
 /// Seconds, fractions allowed (`0.5`); negative or not a number is an error.
-fn parse_secs(value: OsString) -> Result<Duration, lexopt::Error> {
+fn parse_secs(value: OsString, option: &str) -> Result<Duration, lexopt::Error> {
     let text = value.string()?;
     text.parse::<f64>()
         .ok()
         .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
         .ok_or_else(|| {
-            format!(
-                "invalid value '{text}' for '--drain-timeout': expected seconds, such as 5 or 0.5"
-            )
-            .into()
+            format!("invalid value '{text}' for '{option}': expected seconds, such as 5 or 0.5")
+                .into()
         })
 }
 

@@ -1,0 +1,118 @@
+//! The accepting half of the reactor: the burst, the pause after exhaustion, registration.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use log::{debug, info, warn};
+use mio::net::TcpStream;
+use mio::{Interest, Token};
+
+use super::{Reactor, Slot};
+use crate::connection::{would_block, Connection};
+use crate::idle::Link;
+
+/// Most accepts per turn, so a connection storm cannot starve the connections already open;
+/// the rest are accepted on the next turn, which then polls with a zero timeout.
+const ACCEPT_BURST: usize = 256;
+
+impl Reactor {
+    /// Accepts until the backlog is empty, the limit is reached or the burst is spent.
+    pub(super) fn accept_burst(&mut self, now: Instant) {
+        for _ in 0..ACCEPT_BURST {
+            if !self.can_accept() || self.backoff.is_paused(now) {
+                return;
+            }
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, peer)) => {
+                    let failures = self.backoff.succeed();
+                    if failures > 0 {
+                        info!("accepting again after {failures} failed attempts");
+                    }
+                    self.register(stream, peer, now);
+                }
+                // The backlog is empty: the next readable edge announces the next client.
+                Err(err) if would_block(&err) => self.accept_pending = false,
+                // That one client gave up or a signal interrupted: try the next.
+                Err(err) if is_per_connection(&err) => debug!("accept: {err}"),
+                // Out of descriptors or memory: pause accepting, keep serving (see backoff.rs).
+                Err(err) => self.pause_accepting(err, now),
+            }
+        }
+    }
+
+    fn pause_accepting(&mut self, err: io::Error, now: Instant) {
+        let open = self.connections.len();
+        // One warning per episode, not one per attempt: a full descriptor table can last minutes.
+        if self.backoff.fail(now) {
+            let cause = if is_resource_exhaustion(&err) {
+                "out of resources"
+            } else {
+                "unexpected error"
+            };
+            warn!("accept: {err} ({cause}); pausing accepts, 5 ms doubling to 1 s; serving {open} connections");
+        } else {
+            debug!("accept: {err}; still paused");
+        }
+    }
+
+    fn register(&mut self, mut stream: TcpStream, peer: SocketAddr, now: Instant) {
+        self.report.accepted += 1;
+        // Small echoes must not wait for the previous segment's ACK (Nagle, RFC 1122 §4.2.3.4).
+        if let Err(err) = stream.set_nodelay(true) {
+            debug!("set_nodelay {peer}: {err}");
+        }
+        let entry = self.connections.vacant_entry();
+        let token = Token(entry.key());
+        // Both interests, once: edge-triggered readiness never needs re-registering.
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(err) = self.poll.registry().register(&mut stream, token, interest) {
+            debug!("register {peer}: {err}");
+            self.report.errors += 1;
+            return;
+        }
+        entry.insert(Slot {
+            connection: Connection::new(stream),
+            idle: Link::new(now),
+            queued: false,
+            timed_out: false,
+        });
+        self.idle.push_back(&mut self.connections, token.0);
+        self.report.peak_connections = self.report.peak_connections.max(self.connections.len());
+        debug!("connection {}: accepted from {peer}", token.0);
+    }
+
+    pub(super) fn can_accept(&self) -> bool {
+        self.accept_pending
+            && self.listener.is_some()
+            && self.connections.len() < self.config.max_connections
+    }
+}
+
+/// Accept failures that concern one client only (it reset or aborted before we accepted it, or a
+/// signal interrupted the call): accept(2) lists them; the next accept may well succeed.
+fn is_per_connection(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+    )
+}
+
+/// `EMFILE`, `ENFILE` (descriptors), `ENOBUFS`, `ENOMEM` (memory): accept(2) says the machine or
+/// process is out of something, which retrying at once cannot fix.
+///
+/// The numbers are Linux's; elsewhere these errors reach the "unexpected" path of
+/// `pause_accepting`, which backs off the same way and only words its warning differently.
+fn is_resource_exhaustion(err: &io::Error) -> bool {
+    const EMFILE: i32 = 24;
+    const ENFILE: i32 = 23;
+    const ENOBUFS: i32 = 105;
+    const ENOMEM: i32 = 12;
+    err.kind() == io::ErrorKind::OutOfMemory
+        || matches!(err.raw_os_error(), Some(EMFILE | ENFILE | ENOBUFS | ENOMEM))
+}
