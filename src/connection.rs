@@ -39,9 +39,12 @@ enum Phase {
     Lingering,
 }
 
-/// Most bytes one connection may read in one pump, so a client that floods cannot monopolise the
-/// loop (fairness): at 64 KiB, one full scratch read, the others get a turn after each chunk.
-pub(crate) const READ_BUDGET_BYTES: usize = 64 * 1024;
+/// Most reads one connection may do in one pump, so a client that floods cannot monopolise the
+/// loop (fairness). Counted in reads, not bytes, because each read is a system call whatever its
+/// size: with the default 64 KiB scratch buffer this is up to 256 KiB per pump, and with a tiny
+/// `max_buffer` it still bounds the pump to a few system calls. Judgment call: large enough that a
+/// lone stream rarely needs a second turn, small enough that a turn stays in the microseconds.
+pub(crate) const READS_PER_PUMP: usize = 4;
 
 /// What [`Connection::pump`] left the connection in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,7 +114,7 @@ impl<S: Stream> Connection<S> {
     }
 
     /// Does the IO the connection can do now: until the kernel says `WouldBlock`, or until
-    /// [`READ_BUDGET_BYTES`] have been read (then it returns [`Status::Busy`]).
+    /// [`READS_PER_PUMP`] reads have returned data (then it returns [`Status::Busy`]).
     ///
     /// Called for every readiness event of this connection, whether readable or writable, and
     /// again on the next turn after `Busy`: readiness is edge-triggered (epoll(7) `EPOLLET`), so
@@ -148,7 +151,7 @@ impl<S: Stream> Connection<S> {
     ) -> io::Result<Status> {
         // Pending bytes go first, or the echo would come back out of order.
         let mut can_write = self.flush()?;
-        let mut budget = READ_BUDGET_BYTES;
+        let mut budget = READS_PER_PUMP;
         loop {
             let room = max_buffer.saturating_sub(self.pending_len());
             if room == 0 {
@@ -181,7 +184,7 @@ impl<S: Stream> Connection<S> {
             if trust_short_read && n < want {
                 return Ok(Status::Open);
             }
-            budget = budget.saturating_sub(n);
+            budget -= 1;
             if budget == 0 {
                 return Ok(Status::Busy);
             }
@@ -254,7 +257,7 @@ impl<S: Stream> Connection<S> {
     }
 
     fn linger(&mut self, scratch: &mut [u8], trust_short_read: bool) -> io::Result<Status> {
-        let mut budget = READ_BUDGET_BYTES;
+        let mut budget = READS_PER_PUMP;
         loop {
             match self.stream.read(scratch) {
                 // The client closed too: nothing unread remains, so our close cannot cause a RST.
@@ -265,7 +268,7 @@ impl<S: Stream> Connection<S> {
                     if trust_short_read && n < scratch.len() {
                         return Ok(Status::Open);
                     }
-                    budget = budget.saturating_sub(n);
+                    budget -= 1;
                     if budget == 0 {
                         return Ok(Status::Busy);
                     }
@@ -309,3 +312,7 @@ pub(crate) fn interrupted(err: &io::Error) -> bool {
 #[cfg(test)]
 #[path = "connection_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "connection_props.rs"]
+mod props;

@@ -1,0 +1,101 @@
+//! Idle timeout: a connection with no traffic either way for `Config::idle_timeout` is closed
+//! cleanly (echo flushed, then EOF, not a reset); one with traffic is left alone.
+
+mod common;
+
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+/// Short, so the test is quick; the chatty client's pauses are a fraction of it.
+const IDLE: Duration = Duration::from_millis(300);
+
+#[test]
+fn silent_connection_gets_eof_after_the_idle_timeout() {
+    let mut config = common::config();
+    config.idle_timeout = Some(IDLE);
+    let server = common::start(config);
+
+    let mut client = server.connect();
+    common::assert_echo(&mut client, b"then silence\n");
+    let silent_since = Instant::now();
+    let rest = common::read_to_eof(&mut client);
+    let waited = silent_since.elapsed();
+    assert!(rest.is_empty(), "no stray bytes before EOF");
+    assert!(
+        waited >= IDLE,
+        "closed after {waited:?}, before the idle timeout"
+    );
+    assert!(waited < IDLE * 10, "closed only after {waited:?}");
+    eprintln!("idle connection closed {waited:?} after its last traffic (timeout {IDLE:?})");
+    drop(client);
+
+    let report = server.shutdown();
+    assert_eq!(report.timed_out, 1, "{report}");
+    assert_eq!((report.closed, report.forced, report.errors), (0, 0, 0));
+    assert_eq!(report.bytes_echoed, 13);
+}
+
+#[test]
+fn chatty_connection_outlives_the_idle_timeout() {
+    let mut config = common::config();
+    config.idle_timeout = Some(IDLE);
+    let server = common::start(config);
+
+    let mut chatty = server.connect();
+    let mut silent = server.connect();
+    common::assert_echo(&mut silent, b"x");
+    let start = Instant::now();
+    // Traffic every IDLE/4, for three idle periods: each message resets the timer.
+    let mut messages = 0;
+    while start.elapsed() < IDLE * 3 {
+        common::assert_echo(&mut chatty, format!("still here {messages}\n").as_bytes());
+        messages += 1;
+        std::thread::sleep(IDLE / 4); // pacing the client, not synchronisation
+    }
+    // The silent one has been closed meanwhile; the chatty one still echoes.
+    assert!(common::read_to_eof(&mut silent).is_empty());
+    common::assert_echo(&mut chatty, b"and still here\n");
+    drop(silent);
+
+    chatty.set_read_timeout(Some(IDLE / 2)).expect("timeout");
+    let mut byte = [0; 1];
+    let quiet = chatty.read(&mut byte);
+    assert!(
+        quiet.is_err(),
+        "the chatty connection was not closed: {quiet:?}"
+    );
+
+    // Graceful shutdown: the chatty client reads its EOF and closes, so it counts as drained.
+    server.handle.shutdown();
+    assert!(common::read_to_eof(&mut chatty).is_empty());
+    drop(chatty);
+    let report = server.join();
+    assert_eq!(
+        report.timed_out, 1,
+        "only the silent one timed out: {report}"
+    );
+    assert_eq!(
+        report.drained, 1,
+        "the chatty one was still open at shutdown: {report}"
+    );
+    eprintln!("chatty client sent {messages} messages over {:?}", IDLE * 3);
+}
+
+#[test]
+fn without_an_idle_timeout_silent_connections_stay_open() {
+    let server = common::start(common::config());
+    let mut client = server.connect();
+    common::assert_echo(&mut client, b"x");
+    client.set_read_timeout(Some(IDLE * 2)).expect("timeout");
+    let mut byte = [0; 1];
+    let quiet = client.read(&mut byte);
+    assert!(
+        quiet.is_err(),
+        "expected no EOF without a timeout: {quiet:?}"
+    );
+    server.handle.shutdown();
+    assert!(common::read_to_eof(&mut client).is_empty());
+    drop(client);
+    let report = server.join();
+    assert_eq!((report.timed_out, report.drained), (0, 1), "{report}");
+}
