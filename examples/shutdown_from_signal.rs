@@ -12,7 +12,9 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 fn main() -> io::Result<()> {
-    let server = Server::bind(Config::new("127.0.0.1:0".parse().map_err(io::Error::other)?))?;
+    let server = Server::bind(Config::new(
+        "127.0.0.1:0".parse().map_err(io::Error::other)?,
+    ))?;
     let handle = server.shutdown_handle();
 
     // Register before announcing the address, so an early signal cannot kill the process.
@@ -27,7 +29,10 @@ fn main() -> io::Result<()> {
         }
     });
 
-    println!("listening on {}; Ctrl-C to stop (twice: at once)", server.local_addr());
+    println!(
+        "listening on {}; Ctrl-C to stop (twice: at once)",
+        server.local_addr()
+    );
     let report = server.run()?;
     println!("report: {report}");
     Ok(())
