@@ -58,8 +58,8 @@ struct Slot {
     connection: Connection<TcpStream>,
     /// Its place in the idle list; moved to the back whenever a pump moves bytes.
     idle: Link,
-    /// On the ready list: its last pump ran out of budget. Set in [`Reactor::pump`], cleared
-    /// when it is pumped again.
+    /// On the ready list (`ready`, or `due` once the turn swaps them): a pump ran out of budget.
+    /// Set in [`Reactor::pump`], cleared by [`Reactor::serve_ready`] as it serves the entry.
     queued: bool,
     /// The idle timeout started its close. A second expiry cuts it; either way it is counted
     /// in [`Report::timed_out`].
@@ -211,8 +211,7 @@ impl Reactor {
     fn on_connection(&mut self, token: Token, event: &Event, now: Instant) {
         // A stale event for a connection closed earlier in the same batch is skipped by `pump`
         // (accepts wait for the end of the turn, so its key cannot have been reused yet).
-        let trust_short_read = !(event.is_read_closed() || event.is_error());
-        self.pump(token.0, trust_short_read, now);
+        self.pump(token.0, trusts_short_read(event), now);
     }
 
     /// Pumps the connections whose budget ran out last turn. They get no event for the input
@@ -221,10 +220,13 @@ impl Reactor {
     fn serve_ready(&mut self, now: Instant) {
         let mut due = std::mem::take(&mut self.due);
         for &key in &due {
-            if self.connections.get(key).is_some_and(|slot| slot.queued) {
-                // Unknown readiness: read until WouldBlock rather than trust a short read.
-                self.pump(key, false, now);
-            }
+            // `queued` false: the key was closed, and perhaps reused by a new connection, since.
+            let Some(slot) = self.connections.get_mut(key).filter(|slot| slot.queued) else {
+                continue;
+            };
+            slot.queued = false;
+            // Unknown readiness: read until WouldBlock rather than trust a short read.
+            self.pump(key, false, now);
         }
         due.clear();
         self.due = due;
@@ -235,19 +237,21 @@ impl Reactor {
         let Some(slot) = self.connections.get_mut(key) else {
             return;
         };
-        slot.queued = false;
         let before = slot.connection.traffic();
         let max_buffer = self.config.max_buffer;
         let result = slot
             .connection
             .pump(&mut self.scratch, max_buffer, trust_short_read);
-        if slot.connection.traffic() != before {
+        // Once the idle timer has started a close, traffic (input discarded while lingering)
+        // no longer restarts it: the close gets one idle period, not one per trickle.
+        if slot.connection.traffic() != before && !slot.timed_out {
             self.idle.touch(&mut self.connections, key, now);
         }
         match result {
             Ok(Status::Open) => {}
             Ok(Status::Busy) => {
-                if let Some(slot) = self.connections.get_mut(key) {
+                // At most once on the list, however often it runs out of budget in one turn.
+                if let Some(slot) = self.connections.get_mut(key).filter(|slot| !slot.queued) {
                     slot.queued = true;
                     self.ready.push(key);
                 }
@@ -263,7 +267,8 @@ impl Reactor {
     fn close(&mut self, key: usize, ending: Ending) {
         self.idle.unlink(&mut self.connections, key);
         // Dropping the stream closes the descriptor, which also removes it from the epoll
-        // interest list (epoll(7), Q6): no deregister call needed.
+        // interest list (epoll(7), "Will closing a file descriptor cause it to be removed from
+        // all epoll interest lists?": yes, unless it was duplicated): no deregister call needed.
         let Some(slot) = self.connections.try_remove(key) else {
             return;
         };
@@ -318,12 +323,20 @@ impl Reactor {
 
     /// Graceful shutdown, step 1: refuse new clients, then start every connection's drain.
     fn begin_drain(&mut self, now: Instant) {
+        // Clients whose handshake the kernel already completed are waiting in the backlog;
+        // closing the listener would reset them. Accept them first (within the limit), so they
+        // are drained like everyone else: a clean EOF instead of a reset.
+        self.accept_pending = true;
+        while self.can_accept() && !self.backoff.is_paused(now) {
+            self.accept_burst(now);
+        }
         if let Some(mut listener) = self.listener.take() {
             // Deregister, then drop (close): from now on connection attempts are refused.
             if let Err(err) = self.poll.registry().deregister(&mut listener) {
                 debug!("deregister listener: {err}");
             }
         }
+        self.accept_pending = false;
         self.drain = Some((now, now.checked_add(self.config.drain_timeout)));
         info!(
             "shutting down: listener closed, draining {} connections",
@@ -356,4 +369,15 @@ impl Reactor {
         self.report.shutdown_duration = started.elapsed();
         self.report
     }
+}
+
+/// Whether a short read on this event proves the socket drained (see `Connection::pump`).
+///
+/// Not when the event also reports the read side closed or an error: an EOF or reset queued
+/// behind the data raises no new edge. Not with urgent data pending (`EPOLLPRI`): Linux stops a
+/// read at the urgent mark, short, with data still queued behind it. And only on Linux, where
+/// epoll(7) documents the rule; mio itself only promises a new event after `WouldBlock`.
+fn trusts_short_read(event: &Event) -> bool {
+    cfg!(target_os = "linux")
+        && !(event.is_read_closed() || event.is_error() || event.is_priority())
 }

@@ -28,19 +28,31 @@ impl Reactor {
             };
             match listener.accept() {
                 Ok((stream, peer)) => {
-                    let failures = self.backoff.succeed();
-                    if failures > 0 {
-                        info!("accepting again after {failures} failed attempts");
-                    }
+                    self.end_backoff(now);
                     self.register(stream, peer, now);
                 }
-                // The backlog is empty: the next readable edge announces the next client.
-                Err(err) if would_block(&err) => self.accept_pending = false,
+                // The backlog is empty: the next readable edge announces the next client. Accepting
+                // works again too, so an exhaustion episode (if any) is over.
+                Err(err) if would_block(&err) => {
+                    self.accept_pending = false;
+                    self.end_backoff(now);
+                }
                 // That one client gave up or a signal interrupted: try the next.
                 Err(err) if is_per_connection(&err) => debug!("accept: {err}"),
                 // Out of descriptors or memory: pause accepting, keep serving (see backoff.rs).
                 Err(err) => self.pause_accepting(err, now),
             }
+        }
+    }
+
+    /// Ends an exhaustion episode once an accept got past it (a client, or an empty backlog).
+    fn end_backoff(&mut self, now: Instant) {
+        if self.backoff.is_paused(now) {
+            return;
+        }
+        let failures = self.backoff.succeed();
+        if failures > 0 {
+            info!("accepting again after {failures} failed attempts");
         }
     }
 
@@ -68,7 +80,7 @@ impl Reactor {
         let entry = self.connections.vacant_entry();
         let token = Token(entry.key());
         // Both interests, once: edge-triggered readiness never needs re-registering.
-        let interest = Interest::READABLE | Interest::WRITABLE;
+        let interest = connection_interest();
         if let Err(err) = self.poll.registry().register(&mut stream, token, interest) {
             debug!("register {peer}: {err}");
             self.report.errors += 1;
@@ -92,15 +104,25 @@ impl Reactor {
     }
 }
 
-/// Accept failures that concern one client only (it reset or aborted before we accepted it, or a
-/// signal interrupted the call): accept(2) lists them; the next accept may well succeed.
+/// Accept failures that concern one client only, so the next accept may well succeed: it reset
+/// or aborted before we accepted it, a signal interrupted the call, or (accept(2), "Error
+/// handling") a network error already pending on the new socket, which Linux reports through
+/// accept and says to retry like `EAGAIN`.
 fn is_per_connection(err: &io::Error) -> bool {
+    // Linux numbers for EPROTO, ENONET, ENOPROTOOPT, EOPNOTSUPP, EHOSTDOWN; the rest have kinds.
+    const NETWORK_ERRNOS: [i32; 5] = [71, 64, 92, 95, 112];
     matches!(
         err.kind(),
         io::ErrorKind::ConnectionAborted
             | io::ErrorKind::ConnectionReset
             | io::ErrorKind::Interrupted
-    )
+            | io::ErrorKind::NetworkDown
+            | io::ErrorKind::NetworkUnreachable
+            | io::ErrorKind::HostUnreachable
+    ) || (cfg!(target_os = "linux")
+        && err
+            .raw_os_error()
+            .is_some_and(|errno| NETWORK_ERRNOS.contains(&errno)))
 }
 
 /// `EMFILE`, `ENFILE` (descriptors), `ENOBUFS`, `ENOMEM` (memory): accept(2) says the machine or
@@ -115,4 +137,14 @@ fn is_resource_exhaustion(err: &io::Error) -> bool {
     const ENOMEM: i32 = 12;
     err.kind() == io::ErrorKind::OutOfMemory
         || matches!(err.raw_os_error(), Some(EMFILE | ENFILE | ENOBUFS | ENOMEM))
+}
+
+/// What a connection is registered for, once: readable and writable (edge-triggered, so no
+/// re-registering ever), plus, on Linux, priority, so that urgent data raises `EPOLLPRI` and the
+/// pump does not take the short read at the urgent mark for a drained socket.
+fn connection_interest() -> Interest {
+    let interest = Interest::READABLE | Interest::WRITABLE;
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let interest = interest | Interest::PRIORITY;
+    interest
 }
