@@ -64,7 +64,9 @@ impl Shared {
 /// Asks a running (or not yet running, or finished) [`Server`](crate::Server) to stop.
 ///
 /// Get one from [`Server::shutdown_handle`](crate::Server::shutdown_handle). It is cheap to clone
-/// and can be sent to and shared between threads: a signal thread, a supervisor, a test.
+/// and can be sent to and shared between threads: a signal thread, a supervisor, a test. The
+/// handles share the waker's descriptor (an eventfd on Linux), which is closed when the last
+/// handle and the server are gone.
 ///
 /// # Contract
 ///
