@@ -2,10 +2,11 @@
 //! down gracefully.
 //!
 //! A server blocked in `accept` cannot simply be told to stop. A well-known Go example (2013)
-//! closed a quit channel, then closed the listener, then guessed from the accept error's *string*
-//! whether the close was on purpose. Here the reactor polls three kinds of token — the listener,
-//! a [`mio::Waker`] any thread can wake, and one per connection — so "stop" is an event like any
-//! other, and every step of stopping is explicit.
+//! closed a quit channel, then closed the listener, and its accept loop then had to work out
+//! from the error whether the close was on purpose, because Go did not export the "use of closed
+//! network connection" error until Go 1.16. Here the reactor polls three kinds of token — the
+//! listener, a [`mio::Waker`] any thread can wake, and one per connection — so "stop" is an event
+//! like any other, and every step of stopping is explicit.
 //!
 //! # A complete program
 //!
@@ -65,16 +66,20 @@
 //! - Echo is exact: every byte read is written back, in order, whatever the chunking.
 //! - Memory for echo data is at most `max_connections × max_buffer`; an idle connection holds
 //!   no buffer. A client that does not read is throttled (backpressure), not buffered.
-//! - A client can only affect its own connection: errors close that connection only.
+//! - A client can only affect its own connection: errors close that connection only, and a
+//!   flooding client gets a bounded number of reads per turn, so it cannot starve the others.
+//! - With [`Config::idle_timeout`], silent connections are closed cleanly, at O(1) cost per event.
 //! - Graceful shutdown: new connections are refused at once; every client receives all echo of
-//!   what the server had read, then EOF, not a reset; `run` returns within `drain_timeout`.
+//!   what the server had read, then EOF, not a reset (clients still in the accept backlog are
+//!   accepted and drained too, within `max_connections`); `run` returns within `drain_timeout`.
 //! - Stopping an idle server takes about a millisecond.
 //! - No `unsafe` code in this crate.
 //!
 //! # Non-goals
 //!
-//! TLS, multiple reactor threads, protocols other than echo, and platforms other than Linux as a
-//! tested target (mio runs elsewhere, untested).
+//! TLS, multiple reactor threads, protocols other than echo, TCP urgent data (never stalls a
+//! connection, but the urgent byte is not echoed), and platforms other than Linux as a tested
+//! target (mio runs elsewhere, untested).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]

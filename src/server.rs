@@ -169,14 +169,17 @@ impl Server {
     /// Guaranteed:
     /// - `run` returns only after a [`ShutdownHandle`] request (or on a failure of the loop
     ///   itself); nothing a client does ends it or makes it panic;
-    /// - after [`ShutdownHandle::shutdown`], the listener is closed at once; each client receives
-    ///   every byte the server had read from it, then EOF; `run` returns when all have closed or
-    ///   [`Config::drain_timeout`] has passed, whichever is first;
+    /// - after [`ShutdownHandle::shutdown`], the clients already waiting in the accept backlog
+    ///   are accepted (within `max_connections`) and the listener is closed at once; each client
+    ///   receives every byte the server had read from it, then EOF; `run` returns when all have
+    ///   closed or [`Config::drain_timeout`] has passed, whichever is first;
     /// - after [`ShutdownHandle::shutdown_now`], `run` closes everything and returns at once;
     /// - when it returns, every socket it opened is closed.
     ///
-    /// Not guaranteed: the order in which connections are served or closed, or that a client
-    /// receives echo for bytes it sent after shutdown began (they are read and discarded).
+    /// Not guaranteed: the order in which connections are served or closed; echo for bytes the
+    /// server had not read when shutdown began (they are read and discarded); a clean EOF for
+    /// clients still in the accept backlog beyond `max_connections` (closing the listener resets
+    /// them).
     ///
     /// The caller must get a [`ShutdownHandle`] first (this consumes the server), and run this on
     /// a thread it can spare: it blocks until shutdown.

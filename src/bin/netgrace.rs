@@ -86,6 +86,10 @@ fn serve(config: Config) -> io::Result<netgrace::Report> {
 }
 
 /// First SIGINT/SIGTERM: graceful; any later one: immediate (nginx's QUIT then TERM, on one key).
+///
+/// Not guaranteed: two signals of the same kind sent back to back, before this thread wakes, may
+/// be delivered as one (a pending signal is a flag, signal(7)); a human pressing Ctrl-C twice is
+/// always far slower than that.
 fn watch_signals(handle: ShutdownHandle) -> io::Result<()> {
     let mut signals = Signals::new([SIGINT, SIGTERM])
         .map_err(|err| io::Error::new(err.kind(), format!("install signal handlers: {err}")))?;
