@@ -321,6 +321,12 @@ fn negative_drain_timeout_exits_2_naming_option_and_value() {
 }
 
 #[test]
+fn zero_or_bad_idle_timeout_exits_2_naming_option_and_value() {
+    assert_usage_error(&["--idle-timeout", "0"], &["--idle-timeout", "'0'"]);
+    assert_usage_error(&["--idle-timeout", "soon"], &["--idle-timeout", "'soon'"]);
+}
+
+#[test]
 fn unparsable_listen_address_exits_2_naming_option_and_value() {
     assert_usage_error(&["--listen", "nonsense"], &["--listen", "'nonsense'"]);
 }
@@ -348,6 +354,7 @@ fn help_exits_0_and_lists_every_option_and_the_default_port() {
             "--max-connections",
             "--max-buffer",
             "--drain-timeout",
+            "--idle-timeout",
             "-v, --verbose",
             "-q, --quiet",
             "-h, --help",
