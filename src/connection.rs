@@ -194,8 +194,7 @@ impl<S: Stream> Connection<S> {
     /// Writes `data` (read just now, with nothing pending before it); keeps what the socket did
     /// not take. Returns whether everything was written.
     fn write_through(&mut self, data: &[u8], max_buffer: usize) -> io::Result<bool> {
-        let written = write_until_blocked(&mut self.stream, data)?;
-        self.echoed += written as u64;
+        let written = write_until_blocked(&mut self.stream, data, &mut self.echoed)?;
         if written < data.len() {
             // A partial write: the socket's send buffer is full. Keep the rest, in order.
             self.stash(&data[written..], max_buffer);
@@ -209,9 +208,8 @@ impl<S: Stream> Connection<S> {
         if self.pending_len() == 0 {
             return Ok(true);
         }
-        let written = write_until_blocked(&mut self.stream, &self.pending[self.sent..])?;
-        self.sent += written;
-        self.echoed += written as u64;
+        let unsent = &self.pending[self.sent..];
+        self.sent += write_until_blocked(&mut self.stream, unsent, &mut self.echoed)?;
         if self.pending_len() > 0 {
             return Ok(false);
         }
@@ -282,14 +280,22 @@ impl<S: Stream> Connection<S> {
 }
 
 /// Writes until all of `data` is written or the socket would block; returns the bytes written.
-fn write_until_blocked<W: Write>(stream: &mut W, data: &[u8]) -> io::Result<usize> {
+/// Adds them to `echoed` as they go, so bytes written before a failing write are counted too.
+fn write_until_blocked<W: Write>(
+    stream: &mut W,
+    data: &[u8],
+    echoed: &mut u64,
+) -> io::Result<usize> {
     let mut written = 0;
     while written < data.len() {
         match stream.write(&data[written..]) {
             // The kernel accepted nothing without saying why: treat it as a dead connection.
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             // Possibly partial: loop to offer the rest.
-            Ok(n) => written += n,
+            Ok(n) => {
+                written += n;
+                *echoed += n as u64;
+            }
             // Send buffer full: the writable edge will bring us back.
             Err(err) if would_block(&err) => break,
             // A signal arrived before any data moved: retry.

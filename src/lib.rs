@@ -2,9 +2,9 @@
 //! down gracefully.
 //!
 //! A server blocked in `accept` cannot simply be told to stop. A well-known Go example (2013)
-//! closed a quit channel, then closed the listener, and its accept loop then had to work out
-//! from the error whether the close was on purpose, because Go did not export the "use of closed
-//! network connection" error until Go 1.16. Here the reactor polls three kinds of token — the
+//! closed a quit channel, then closed the listener; its accept loop, handed an error, checked the
+//! quit channel to tell a deliberate close from a failure, because Go did not export the "use of
+//! closed network connection" error until Go 1.16. Here the reactor polls three kinds of token — the
 //! listener, a [`mio::Waker`] any thread can wake, and one per connection — so "stop" is an event
 //! like any other, and every step of stopping is explicit.
 //!

@@ -272,6 +272,12 @@ impl Reactor {
         let Some(slot) = self.connections.try_remove(key) else {
             return;
         };
+        if slot.queued {
+            // Forget its place on the ready list, or a new connection given this key later in
+            // the turn would inherit it and be served twice per turn.
+            self.ready.retain(|&queued| queued != key);
+            self.due.retain(|&queued| queued != key);
+        }
         self.report.bytes_echoed += slot.connection.echoed();
         let counter = match (ending, slot.timed_out, self.drain.is_some()) {
             (Ending::Error, _, _) => &mut self.report.errors,
@@ -321,7 +327,8 @@ impl Reactor {
         }
     }
 
-    /// Graceful shutdown, step 1: refuse new clients, then start every connection's drain.
+    /// Graceful shutdown, step 1: accept the clients already in the backlog, close the listener
+    /// so new ones are refused, then start every connection's drain.
     fn begin_drain(&mut self, now: Instant) {
         // Clients whose handshake the kernel already completed are waiting in the backlog;
         // closing the listener would reset them. Accept them first (within the limit), so they
@@ -378,6 +385,6 @@ impl Reactor {
 /// read at the urgent mark, short, with data still queued behind it. And only on Linux, where
 /// epoll(7) documents the rule; mio itself only promises a new event after `WouldBlock`.
 fn trusts_short_read(event: &Event) -> bool {
-    cfg!(target_os = "linux")
+    cfg!(any(target_os = "linux", target_os = "android"))
         && !(event.is_read_closed() || event.is_error() || event.is_priority())
 }

@@ -39,7 +39,8 @@ pub struct Report {
     /// delivered, then EOF, then the client closed (or had already half-closed).
     pub drained: u64,
     /// Connections closed without finishing: still open at the drain deadline, or open at an
-    /// immediate shutdown.
+    /// immediate shutdown. A connection whose close the idle timer had started counts as
+    /// [`Report::timed_out`] instead, however it ends.
     pub forced: u64,
     /// Connections closed because of an IO error on them (reset, broken pipe, ...).
     pub errors: u64,

@@ -116,7 +116,8 @@ impl ShutdownHandle {
 
     /// Asks for a graceful shutdown.
     ///
-    /// The server stops accepting at once (new connection attempts are refused), stops reading,
+    /// The server accepts the clients already waiting in its backlog (within `max_connections`),
+    /// then stops accepting at once (new connection attempts are refused), stops reading,
     /// writes back every byte it has already read, shuts down each connection's write side so the
     /// client sees a clean EOF, then waits — until each client closes or
     /// [`Config::drain_timeout`](crate::Config::drain_timeout) passes — before returning its

@@ -5,10 +5,7 @@ mod common;
 
 use std::io;
 use std::net::TcpListener;
-use std::sync::mpsc;
-use std::thread;
 
-use common::TIMEOUT;
 use netgrace::{Config, Server};
 
 /// A config with one limit set to zero, and the field the error must name.
@@ -94,24 +91,11 @@ fn from_std_keeps_the_listeners_address_and_serves_on_it() {
     let server = Server::from_std(listener, config).expect("from_std");
     assert_eq!(server.local_addr(), addr);
 
-    let handle = server.shutdown_handle();
-    let (done_tx, done) = mpsc::channel();
-    let serving = thread::spawn(move || {
-        // The receiver is gone only if the test already failed.
-        let _ = done_tx.send(server.run());
-    });
-    let mut client = std::net::TcpStream::connect_timeout(&addr, TIMEOUT).expect("connect");
-    client
-        .set_read_timeout(Some(TIMEOUT))
-        .expect("set_read_timeout");
+    let server = common::serve(server);
+    let mut client = common::connect(addr);
     common::assert_echo(&mut client, b"adopted\n");
     drop(client);
 
-    handle.shutdown();
-    let report = done
-        .recv_timeout(TIMEOUT)
-        .expect("run returns after shutdown")
-        .expect("run succeeds");
-    serving.join().expect("server thread panicked");
+    let report = server.shutdown();
     assert_eq!((report.accepted, report.bytes_echoed), (1, 8), "{report}");
 }

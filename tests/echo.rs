@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::Shutdown;
 use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
@@ -73,7 +73,7 @@ fn ten_chatting_clients_are_all_drained_by_graceful_shutdown() {
 
     let report = server.shutdown();
     for client in clients {
-        join(client);
+        common::join_thread(client);
     }
 
     let bytes: usize = (0..CLIENTS)
@@ -105,24 +105,11 @@ fn chunk_sizes() -> impl Iterator<Item = usize> {
 fn echo_is_exact_whatever_the_chunking() {
     let server = common::start(common::config());
     let mut writer = server.connect();
-    let mut reader = writer.try_clone().expect("try_clone");
     // Reading on its own thread: the writer never waits for echo, so neither side can deadlock
-    // on full socket buffers.
-    let reading = thread::spawn(move || {
-        // An odd size, so the reader's cuts never line up with the writer's.
-        let mut buf = vec![0; 7001];
-        let mut offset = 0;
-        loop {
-            match reader.read(&mut buf) {
-                Ok(0) => return offset,
-                Ok(n) => {
-                    common::assert_pattern(offset, &buf[..n]);
-                    offset += n as u64;
-                }
-                Err(err) => panic!("read after {offset} bytes: {err}"),
-            }
-        }
-    });
+    // on full socket buffers. An odd buffer size, so the reader's cuts never line up with the
+    // writer's.
+    let reader = writer.try_clone().expect("try_clone");
+    let reading = common::spawn_pattern_reader(reader, 7001);
 
     let mut offset = 0;
     for size in chunk_sizes() {
@@ -137,18 +124,9 @@ fn echo_is_exact_whatever_the_chunking() {
     }
     // Half-close: the server echoes the rest, then closes, and the reader sees EOF.
     writer.shutdown(Shutdown::Write).expect("shutdown write");
-    assert_eq!(join(reading), CHUNKED_BYTES);
+    assert_eq!(common::join_thread(reading), CHUNKED_BYTES);
 
     let report = server.shutdown();
     assert_eq!(report.bytes_echoed, CHUNKED_BYTES, "{report}");
     assert_eq!((report.accepted, report.closed), (1, 1), "{report}");
-}
-
-/// Joins a client thread, re-raising its panic so the test fails with the client's message.
-#[track_caller]
-fn join<T>(thread: JoinHandle<T>) -> T {
-    match thread.join() {
-        Ok(value) => value,
-        Err(panic) => std::panic::resume_unwind(panic),
-    }
 }

@@ -2,63 +2,22 @@
 
 mod common;
 
-use std::io::{self, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::TcpStream;
 use std::time::Duration;
 
 /// What the resetting client sends: enough that plenty of echo sits unread in its socket.
 const RESET_BYTES: u64 = 1 << 20;
-const CHUNK_BYTES: usize = 64 * 1024;
 /// How long a write may make no progress before the resetting client stops writing (if the
 /// loopback buffers hold less than [`RESET_BYTES`]); only a bound, never a wait for an event.
 const STALL_TIMEOUT: Duration = Duration::from_millis(300);
 /// Connections opened and closed at once by the churn test.
 const CHURN_CLIENTS: u64 = 50;
 
-/// Half-closes `client` and waits for the server's EOF, after which the server has closed it.
-#[track_caller]
-fn finish(mut client: TcpStream) {
-    client.shutdown(Shutdown::Write).expect("shutdown write");
-    let rest = common::read_to_eof(&mut client);
-    assert!(
-        rest.is_empty(),
-        "{} unexpected bytes before EOF",
-        rest.len()
-    );
-}
-
-/// The write timed out with nothing written (SO_SNDTIMEO: `EAGAIN`, which std reports as
-/// `WouldBlock`; `TimedOut` on other platforms).
-fn stalled(err: &io::Error) -> bool {
-    matches!(
-        err.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
-}
-
-/// Sends up to [`RESET_BYTES`] without reading, then closes with echo unread, which makes Linux
-/// answer with RST instead of FIN (RFC 1122 §4.2.2.13).
+/// Sends up to [`RESET_BYTES`] without reading, then closes with echo unread: a reset.
 #[track_caller]
 fn reset(mut client: TcpStream) {
-    client
-        .set_write_timeout(Some(STALL_TIMEOUT))
-        .expect("set_write_timeout");
-    let mut offset = 0;
-    while offset < RESET_BYTES {
-        let len = CHUNK_BYTES.min((RESET_BYTES - offset) as usize);
-        match client.write(&common::pattern(offset, len)) {
-            Ok(0) => panic!("write returned 0 at byte {offset}"),
-            Ok(n) => offset += n as u64,
-            // The chain is full: what is in flight is plenty.
-            Err(err) if stalled(&err) => break,
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(err) => panic!("write at byte {offset}: {err}"),
-        }
-    }
-    // Wait (bounded by the read timeout) until echo is queued unread, so the close is a reset.
-    let mut byte = [0; 1];
-    assert_eq!(client.peek(&mut byte).expect("peek at echo"), 1);
-    drop(client);
+    common::write_until_stalled(&mut client, RESET_BYTES, STALL_TIMEOUT);
+    common::reset_with_echo_unread(client);
 }
 
 /// `max_connections = 2` makes the server's cleanup visible: the third client can only be
@@ -78,8 +37,8 @@ fn reset_client_does_not_disturb_others() {
     common::assert_echo(&mut next, b"accepted in the freed slot\n");
     common::assert_echo(&mut steady, b"still echoing\n");
 
-    finish(steady);
-    finish(next);
+    common::half_close_and_wait_for_eof(steady);
+    common::half_close_and_wait_for_eof(next);
     let report = server.shutdown();
     assert_eq!(report.accepted, 3, "{report}");
     assert_eq!(
@@ -102,7 +61,7 @@ fn clients_that_connect_and_close_at_once_do_not_stop_the_server() {
     // Accepted after all the others (the backlog is FIFO), so the server got through them.
     let mut client = server.connect();
     common::assert_echo(&mut client, b"still serving\n");
-    finish(client);
+    common::half_close_and_wait_for_eof(client);
 
     let report = server.shutdown();
     assert_eq!(report.accepted, CHURN_CLIENTS + 1, "{report}");

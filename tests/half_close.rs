@@ -25,7 +25,7 @@ fn half_close_returns_all_echo_then_eof() {
     // The server closes only after flushing everything it read, so EOF here also means the
     // server has finished with the connection: the report below is already settled.
     let echo = common::read_to_eof(&mut reader);
-    join(writing);
+    common::join_thread(writing);
     assert_eq!(echo.len(), BYTES, "echo length");
     common::assert_pattern(0, &echo);
 
@@ -93,13 +93,4 @@ fn half_close_without_data_gets_eof_at_once() {
     let report = server.shutdown();
     assert_eq!((report.accepted, report.closed), (1, 1), "{report}");
     assert_eq!(report.bytes_echoed, 0, "{report}");
-}
-
-/// Joins a helper thread, re-raising its panic so the test fails with its message.
-#[track_caller]
-fn join<T>(thread: thread::JoinHandle<T>) -> T {
-    match thread.join() {
-        Ok(value) => value,
-        Err(panic) => std::panic::resume_unwind(panic),
-    }
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::{self, Write};
+use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -26,88 +26,40 @@ const HALF_CLOSE_BYTES: [u64; 3] = [1024, 64 * 1024, 16 << 20];
 /// What the never-reading client tries to send: more than the loopback chain holds (about
 /// 8.5 MB with Linux's autotuning; see tests/backpressure.rs), so its writes stall.
 const NEVER_READ_BYTES: u64 = 32 << 20;
-const CHUNK_BYTES: usize = 64 * 1024;
 /// How long a write may make no progress before the writer calls the chain stalled. Only a bound
 /// on "nothing moves", never a wait for something to happen.
 const STALL_TIMEOUT: Duration = Duration::from_millis(200);
-
-/// A client with read and write timeouts of [`TIMEOUT`], made on any thread (`TestServer` is not
-/// `Sync`, so its `connect` stays on the test's thread).
-#[track_caller]
-fn connect(addr: SocketAddr) -> TcpStream {
-    let stream = TcpStream::connect_timeout(&addr, TIMEOUT).expect("connect");
-    stream.set_read_timeout(Some(TIMEOUT)).expect("timeout");
-    stream.set_write_timeout(Some(TIMEOUT)).expect("timeout");
-    stream
-}
-
-/// The write timed out with nothing written (SO_SNDTIMEO: `EAGAIN`, which std reports as
-/// `WouldBlock`; `TimedOut` on other platforms).
-fn stalled(err: &io::Error) -> bool {
-    matches!(
-        err.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
-}
 
 /// Writes the test stream up to `total` bytes without reading, stopping early if a write makes
 /// no progress for [`STALL_TIMEOUT`]; returns how much went out.
 #[track_caller]
 fn write_without_reading(client: &mut TcpStream, total: u64) -> u64 {
-    client
-        .set_write_timeout(Some(STALL_TIMEOUT))
-        .expect("set_write_timeout");
-    let mut offset = 0;
-    while offset < total {
-        let len = CHUNK_BYTES.min((total - offset) as usize);
-        match client.write(&common::pattern(offset, len)) {
-            Ok(0) => panic!("write returned 0 at byte {offset}"),
-            Ok(n) => offset += n as u64,
-            // The chain is full: the server is holding back (backpressure).
-            Err(err) if stalled(&err) => break,
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(err) => panic!("write at byte {offset}: {err}"),
-        }
-    }
-    client
-        .set_write_timeout(Some(TIMEOUT))
-        .expect("set_write_timeout");
-    offset
-}
-
-/// Closes `client` with echo unread, which makes Linux send RST instead of FIN (RFC 1122
-/// §4.2.2.13). Peeking first waits (bounded by the read timeout) until echo has arrived, so the
-/// close is certainly a reset.
-#[track_caller]
-fn reset(client: TcpStream) {
-    let mut byte = [0; 1];
-    assert_eq!(client.peek(&mut byte).expect("peek at echo"), 1);
-    drop(client);
+    common::write_until_stalled(client, total, STALL_TIMEOUT)
 }
 
 /// (a) Writes a lot, then closes without reading: a reset in the middle of the stream.
 fn reset_mid_stream(addr: SocketAddr) {
     for _ in 0..EACH {
-        let mut client = connect(addr);
+        let mut client = common::connect(addr);
         write_without_reading(&mut client, RESET_BYTES);
-        reset(client);
+        common::reset_with_echo_unread(client);
     }
 }
 
 /// (b) Connects and closes at once: a FIN with no data, possibly before the server accepts.
 fn connect_and_close(addr: SocketAddr) {
     for _ in 0..EACH {
-        drop(connect(addr));
+        drop(common::connect(addr));
     }
 }
 
 /// (c) Sends, half-closes, then resets instead of reading its echo.
 fn half_close_then_reset(addr: SocketAddr) {
     for bytes in HALF_CLOSE_BYTES {
-        let mut client = connect(addr);
+        let mut client = common::connect(addr);
         write_without_reading(&mut client, bytes);
         client.shutdown(Shutdown::Write).expect("shutdown write");
-        reset(client);
+        common::reset_with_echo_unread(client);
     }
 }
 
@@ -115,28 +67,11 @@ fn half_close_then_reset(addr: SocketAddr) {
 fn garbage(addr: SocketAddr) {
     let data: Vec<u8> = (0..=255).chain((0..=255).rev()).collect();
     for _ in 0..EACH {
-        let mut client = connect(addr);
+        let mut client = common::connect(addr);
         client.write_all(&data).expect("write");
         client.shutdown(Shutdown::Write).expect("shutdown write");
         assert_eq!(common::read_to_eof(&mut client), data, "echo of garbage");
     }
-}
-
-/// Joins a client thread, re-raising its panic so the test fails with its message.
-#[track_caller]
-fn join<T>(thread: JoinHandle<T>) -> T {
-    match thread.join() {
-        Ok(value) => value,
-        Err(panic) => std::panic::resume_unwind(panic),
-    }
-}
-
-/// Half-closes `client` and waits for the server's EOF, after which the server has closed it.
-#[track_caller]
-fn finish(mut client: TcpStream) {
-    client.shutdown(Shutdown::Write).expect("shutdown write");
-    let rest = common::read_to_eof(&mut client);
-    assert!(rest.is_empty(), "{} bytes before EOF", rest.len());
 }
 
 /// One round trip, different each time so a stale or misrouted echo cannot pass; returns its
@@ -164,7 +99,7 @@ fn hostile_clients_do_not_disturb_a_steady_one_and_are_each_counted_once() {
 
     // (d) Never reads; held open to the end, so the drain deadline has to force it.
     let never_reads = thread::spawn(move || {
-        let mut client = connect(addr);
+        let mut client = common::connect(addr);
         let sent = write_without_reading(&mut client, NEVER_READ_BYTES);
         assert!(
             sent < NEVER_READ_BYTES,
@@ -191,16 +126,16 @@ fn hostile_clients_do_not_disturb_a_steady_one_and_are_each_counted_once() {
     let during = rounds - rounds_before;
     // The never-reading client alone takes STALL_TIMEOUT, far longer than a round trip.
     assert!(during > 0, "no round trip overlapped the hostile clients");
-    let never_reads = join(never_reads);
-    hostile.into_iter().for_each(join);
+    let never_reads = common::join_thread(never_reads);
+    hostile.into_iter().for_each(common::join_thread);
 
     // Connected after every hostile client, so accepted after them all (the accept queue is
     // FIFO): its echo proves each of them was accepted, hence counted, before the shutdown.
     let mut last = server.connect();
     echoed += round_trip(&mut last, rounds);
     echoed += round_trip(&mut steady, rounds + 1);
-    finish(last);
-    finish(steady);
+    common::half_close_and_wait_for_eof(last);
+    common::half_close_and_wait_for_eof(steady);
 
     let report = server.shutdown();
     drop(never_reads);

@@ -3,8 +3,8 @@
 
 mod common;
 
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::time::Duration;
 
 use common::TIMEOUT;
@@ -21,29 +21,13 @@ fn assert_silent(stream: &mut TcpStream) {
         .expect("set_read_timeout");
     let mut byte = [0; 1];
     match stream.read(&mut byte) {
-        // SO_RCVTIMEO expired: EAGAIN, reported as WouldBlock (TimedOut on other platforms).
-        Err(err)
-            if matches!(
-                err.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-            ) => {}
+        // SO_RCVTIMEO expired: nothing arrived.
+        Err(err) if common::timed_out(&err) => {}
         other => panic!("expected nothing within {SILENCE:?}, got {other:?}"),
     }
     stream
         .set_read_timeout(Some(TIMEOUT))
         .expect("set_read_timeout");
-}
-
-/// Half-closes `client` and waits for the server's EOF, after which the server has closed it.
-#[track_caller]
-fn finish(mut client: TcpStream) {
-    client.shutdown(Shutdown::Write).expect("shutdown write");
-    let rest = common::read_to_eof(&mut client);
-    assert!(
-        rest.is_empty(),
-        "{} unexpected bytes before EOF",
-        rest.len()
-    );
 }
 
 /// The third client waits in the kernel's backlog, then is accepted with no new listener event:
@@ -71,8 +55,8 @@ fn client_over_the_limit_waits_until_a_connection_closes() {
     assert_eq!(&echo, b"third\n");
     common::assert_echo(&mut second, b"still here\n");
 
-    finish(second);
-    finish(third);
+    common::half_close_and_wait_for_eof(second);
+    common::half_close_and_wait_for_eof(third);
     let report = server.shutdown();
     assert_eq!(report.accepted, 3, "{report}");
     assert_eq!(report.peak_connections, 2, "{report}");
@@ -104,7 +88,7 @@ fn limit_of_one_serves_clients_one_after_another() {
         let mut echo = vec![0; expected.len()];
         client.read_exact(&mut echo).expect("echo");
         assert_eq!(echo, expected.as_bytes());
-        finish(client);
+        common::half_close_and_wait_for_eof(client);
     }
 
     let report = server.shutdown();

@@ -5,15 +5,15 @@
 mod common;
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Barrier};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 
-use common::TIMEOUT;
-use netgrace::{Report, Server};
+use common::{Counts, TIMEOUT};
+use netgrace::Report;
 
 /// A bound on "promptly": far above what a stop takes (about a millisecond), far below any
 /// drain deadline or `TIMEOUT`, so a stop that waited for one of those fails.
@@ -34,17 +34,16 @@ const DRAIN_BOUND: Duration = Duration::from_secs(5);
 fn shutdown_while_idle_returns_promptly() {
     const THREAD_NAME: &str = "netgrace-idle";
 
-    common::init_logger();
-    let server = Server::bind(common::config()).expect("bind");
+    let server = common::bind(common::config());
     let handle = server.shutdown_handle();
-    let (thread, done) = spawn_run(server, THREAD_NAME);
+    let (thread, done) = common::spawn_run(server, THREAD_NAME);
     // Without this, the request could land before `run` first blocks, and a missing wake-up
     // would go unnoticed: `run` reads the request at the top of every turn anyway.
     wait_until_blocked_in_poll(THREAD_NAME);
 
     let asked = Instant::now();
     handle.shutdown();
-    let result = recv(&done, "report from run");
+    let result = common::recv(&done, "report from run");
     let took = asked.elapsed();
     thread.join().expect("server thread panicked");
     let report = result.expect("run returned an error");
@@ -59,28 +58,27 @@ fn shutdown_while_idle_returns_promptly() {
         "shutdown_duration {:?}",
         report.shutdown_duration
     );
-    assert_empty(&report);
+    common::assert_empty(&report);
 }
 
 #[test]
 fn shutdown_before_run_makes_run_return_at_once_with_an_empty_report() {
-    common::init_logger();
-    let server = Server::bind(common::config()).expect("bind");
+    let server = common::bind(common::config());
     let addr = server.local_addr();
     let handle = server.shutdown_handle();
     handle.shutdown();
     handle.shutdown();
 
     let started = Instant::now();
-    let report = run_on_thread(server);
+    let report = common::run_on_thread(server);
     let took = started.elapsed();
 
     assert!(
         took < PROMPT,
         "run took {took:?} after a request made before it"
     );
-    assert_empty(&report);
-    assert_refused(addr);
+    common::assert_empty(&report);
+    common::assert_refused(addr);
 }
 
 #[test]
@@ -92,7 +90,7 @@ fn shutdown_and_shutdown_now_after_run_returned_are_harmless() {
     client.shutdown(Shutdown::Write).expect("half-close");
     assert!(common::read_to_eof(&mut client).is_empty());
     let report = server.shutdown();
-    assert_counts(&report, 1, Counts::Closed);
+    common::assert_counts(&report, 1, Counts::Closed);
 
     // The reactor and its poll are gone; the handle's waker must still not panic or block.
     handle.shutdown();
@@ -136,7 +134,7 @@ fn many_shutdown_calls_from_many_threads_stop_the_server_once() {
     assert!(common::read_to_eof(&mut client).is_empty());
     drop(client);
     let report = server.join();
-    assert_counts(&report, 1, Counts::Drained);
+    common::assert_counts(&report, 1, Counts::Drained);
     assert_eq!(report.bytes_echoed, 7);
 }
 
@@ -151,11 +149,11 @@ fn listener_refuses_new_connections_once_shutdown_begins() {
     // proves the listener is closed; and the drain still waits for this client, so `run` has not
     // returned (which would close the listener too).
     assert!(common::read_to_eof(&mut client).is_empty());
-    assert_refused(server.addr);
+    common::assert_refused(server.addr);
 
     drop(client);
     let report = server.join();
-    assert_counts(&report, 1, Counts::Drained);
+    common::assert_counts(&report, 1, Counts::Drained);
     assert!(
         report.shutdown_duration < PROMPT,
         "the drain waited {:?} after the last client closed",
@@ -176,18 +174,18 @@ fn mid_stream_shutdown_delivers_an_exact_prefix_then_a_clean_eof() {
         .map(|_| spawn_streamer(server.connect(), first_echo_tx.clone()))
         .collect();
     for _ in 0..CLIENTS {
-        recv(&first_echo, "first echo of every client");
+        common::recv(&first_echo, "first echo of every client");
     }
 
     server.handle.shutdown();
     let received: Vec<u64> = streams
         .iter()
-        .map(|done| recv(done, "a streaming client's EOF"))
+        .map(|done| common::recv(done, "a streaming client's EOF"))
         .collect();
     let report = server.join();
     eprintln!("mid-stream shutdown: received {received:?}; {report}");
 
-    assert_counts(&report, CLIENTS as u64, Counts::Drained);
+    common::assert_counts(&report, CLIENTS as u64, Counts::Drained);
     assert!(received.iter().all(|&n| n > 0), "{received:?}");
     // Gap: how much the server had read when the drain began is not visible from outside, so
     // this cannot tell "all of it echoed" from "what it still held dropped"; only that nothing
@@ -209,14 +207,14 @@ fn client_that_never_reads_is_forced_at_the_drain_deadline() {
     let server = common::start(config);
     let mut client = server.connect();
     common::assert_echo(&mut client, b"accepted");
-    let written = recv(&spawn_flooder(&client), "the flooder to stop");
+    let written = common::recv(&common::spawn_flooder(&client), "the flooder to stop");
     eprintln!("never-reading client wrote {written} bytes before blocking or finishing");
 
     let asked = Instant::now();
     let report = server.shutdown();
     let took = asked.elapsed();
 
-    assert_counts(&report, 1, Counts::Forced);
+    common::assert_counts(&report, 1, Counts::Forced);
     assert_waited_for_deadline(&report, took);
     drop(client);
 }
@@ -231,7 +229,7 @@ fn slow_reader_receives_all_echo_then_a_clean_eof_during_the_drain() {
     config.max_buffer = 4096;
     let server = common::start(config);
     let mut client = server.connect();
-    let written = recv(&spawn_flooder(&client), "the flooder to stop");
+    let written = common::recv(&common::spawn_flooder(&client), "the flooder to stop");
 
     // The echo path is full (or the flood was smaller than its buffers): only now does the client
     // start reading, with the drain already under way.
@@ -250,7 +248,7 @@ fn slow_reader_receives_all_echo_then_a_clean_eof_during_the_drain() {
         "received {} of {written}",
         echo.len()
     );
-    assert_counts(&report, 1, Counts::Drained);
+    common::assert_counts(&report, 1, Counts::Drained);
     assert_eq!(report.bytes_echoed, echo.len() as u64);
 }
 
@@ -270,48 +268,10 @@ fn client_that_never_closes_after_eof_is_forced_at_the_drain_deadline() {
     let report = server.join();
     let took = asked.elapsed();
 
-    assert_counts(&report, 1, Counts::Forced);
+    common::assert_counts(&report, 1, Counts::Forced);
     assert_eq!(report.bytes_echoed, 21);
     assert_waited_for_deadline(&report, took);
     drop(client);
-}
-
-/// Which counter every connection of a test must end in.
-#[derive(Debug, Clone, Copy)]
-enum Counts {
-    Closed,
-    Drained,
-    Forced,
-}
-
-/// Asserts that all `accepted` connections ended in the counter `all_in`, and none elsewhere.
-#[track_caller]
-fn assert_counts(report: &Report, accepted: u64, all_in: Counts) {
-    let (closed, drained, forced) = match all_in {
-        Counts::Closed => (accepted, 0, 0),
-        Counts::Drained => (0, accepted, 0),
-        Counts::Forced => (0, 0, accepted),
-    };
-    let actual = (
-        report.accepted,
-        report.closed,
-        report.drained,
-        report.forced,
-        report.errors,
-    );
-    assert_eq!(
-        actual,
-        (accepted, closed, drained, forced, 0),
-        "(accepted, closed, drained, forced, errors) in {report}"
-    );
-}
-
-/// Asserts that nothing was accepted, echoed or closed.
-#[track_caller]
-fn assert_empty(report: &Report) {
-    let mut empty = Report::default();
-    empty.shutdown_duration = report.shutdown_duration;
-    assert_eq!(report, &empty);
 }
 
 /// Asserts that the drain lasted until `SHORT_DRAIN`, and not much longer.
@@ -327,50 +287,6 @@ fn assert_waited_for_deadline(report: &Report, took: Duration) {
         took >= SHORT_DRAIN && took < DRAIN_BOUND,
         "run took {took:?}"
     );
-}
-
-#[track_caller]
-fn assert_refused(addr: SocketAddr) {
-    match TcpStream::connect_timeout(&addr, TIMEOUT) {
-        Ok(_) => panic!("connect to {addr} succeeded; expected it refused"),
-        Err(err) => assert_eq!(
-            err.kind(),
-            io::ErrorKind::ConnectionRefused,
-            "connect to {addr}: {err}"
-        ),
-    }
-}
-
-/// Receives one message, bounded by `TIMEOUT`; a sender that is gone means its thread panicked.
-#[track_caller]
-fn recv<T>(rx: &Receiver<T>, what: &str) -> T {
-    match rx.recv_timeout(TIMEOUT) {
-        Ok(value) => value,
-        Err(RecvTimeoutError::Timeout) => panic!("no {what} within {TIMEOUT:?}"),
-        Err(RecvTimeoutError::Disconnected) => panic!("the thread for {what} panicked"),
-    }
-}
-
-/// Runs `server` on its own thread and waits, bounded by `TIMEOUT`, for its report.
-#[track_caller]
-fn run_on_thread(server: Server) -> Report {
-    let (thread, done) = spawn_run(server, "netgrace-run");
-    let result = recv(&done, "report from run");
-    thread.join().expect("server thread panicked");
-    result.expect("run returned an error")
-}
-
-/// Runs `server` on a new thread named `name`; the receiver gets what `run` returned.
-fn spawn_run(server: Server, name: &str) -> (JoinHandle<()>, Receiver<io::Result<Report>>) {
-    let (tx, done) = mpsc::channel();
-    let thread = thread::Builder::new()
-        .name(name.to_string())
-        .spawn(move || {
-            // The receiver is gone only if the test already failed.
-            let _ = tx.send(server.run());
-        })
-        .expect("spawn server thread");
-    (thread, done)
 }
 
 /// Waits (bounded by `TIMEOUT`) until this process's thread named `name` sleeps in
@@ -458,38 +374,6 @@ fn spawn_streamer(stream: TcpStream, first_echo: Sender<()>) -> Receiver<u64> {
         writer.join().expect("writer panicked");
         drop(stream);
         let _ = done_tx.send(received);
-    });
-    done
-}
-
-/// Writes the test pattern into `stream` from a thread, never reading, until the kernel buffers
-/// of the echo path are full (a write blocks for `FLOOD_STALL`) or `FLOOD_BYTES` are written.
-/// Sends the number of bytes written when it stops.
-fn spawn_flooder(stream: &TcpStream) -> Receiver<u64> {
-    /// Far more than the buffers hold: on Linux the receive buffer of a socket the server reads
-    /// promptly grows to `tcp_rmem[2]` (32 MiB on some systems), plus both send buffers.
-    const FLOOD_BYTES: u64 = 256 * 1024 * 1024;
-    const CHUNK_BYTES: usize = 64 * 1024;
-    /// How long a blocked write means "full": the echo path moves gigabytes a second, so a stall
-    /// this long is backpressure. Only which drain phase a test exercises depends on it.
-    const FLOOD_STALL: Duration = Duration::from_millis(250);
-
-    let mut stream = stream.try_clone().expect("clone stream");
-    stream
-        .set_write_timeout(Some(FLOOD_STALL))
-        .expect("set_write_timeout");
-    let (tx, done) = mpsc::channel();
-    thread::spawn(move || {
-        let mut written = 0;
-        while written < FLOOD_BYTES {
-            match stream.write(&common::pattern(written, CHUNK_BYTES)) {
-                Ok(n) => written += n as u64,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                // Timed out (the buffers are full) or failed: either way, flooding is over.
-                Err(_) => break,
-            }
-        }
-        let _ = tx.send(written);
     });
     done
 }

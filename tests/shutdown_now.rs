@@ -4,17 +4,15 @@
 
 mod common;
 
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::io::{self, Read};
+use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::TIMEOUT;
-use netgrace::{Report, Server};
+use common::Counts;
 
 /// A bound on "promptly": far above what a stop takes (about a millisecond), far below the drain
-/// deadlines used here and `TIMEOUT`, so a stop that waited for either fails.
+/// deadlines used here and `common::TIMEOUT`, so a stop that waited for either fails.
 const PROMPT: Duration = Duration::from_secs(1);
 
 /// A drain deadline no test may wait for: a graceful drain stuck behind a client that never
@@ -36,7 +34,7 @@ fn shutdown_now_with_open_connections_returns_promptly_and_forces_them_all() {
     }
     let mut busy = server.connect();
     common::assert_echo(&mut busy, b"busy");
-    let written = recv(&spawn_flooder(&busy), "the flooder to stop");
+    let written = common::recv(&common::spawn_flooder(&busy), "the flooder to stop");
     eprintln!("never-reading client wrote {written} bytes before blocking or finishing");
 
     let asked = Instant::now();
@@ -53,7 +51,7 @@ fn shutdown_now_with_open_connections_returns_promptly_and_forces_them_all() {
         "shutdown_duration {:?}",
         report.shutdown_duration
     );
-    assert_all_forced(&report, IDLE_CLIENTS as u64 + 1);
+    common::assert_counts(&report, IDLE_CLIENTS as u64 + 1, Counts::Forced);
     for client in &mut idle {
         assert_read_ends(client);
     }
@@ -70,7 +68,7 @@ fn shutdown_now_cuts_short_a_stuck_graceful_drain() {
     let server = common::start(config);
     let mut stuck = server.connect();
     common::assert_echo(&mut stuck, b"stuck");
-    recv(&spawn_flooder(&stuck), "the flooder to stop");
+    common::recv(&common::spawn_flooder(&stuck), "the flooder to stop");
     // A second client, which reads: its EOF is the event that proves the drain has begun. It then
     // keeps its socket open, so the drain waits for it too.
     let mut watcher = server.connect();
@@ -95,7 +93,7 @@ fn shutdown_now_cuts_short_a_stuck_graceful_drain() {
         "shutdown_duration {:?}",
         report.shutdown_duration
     );
-    assert_all_forced(&report, 2);
+    common::assert_counts(&report, 2, Counts::Forced);
     assert_read_ends(&mut stuck);
 }
 
@@ -103,54 +101,26 @@ fn shutdown_now_cuts_short_a_stuck_graceful_drain() {
 /// client waiting in the listen backlog is turned away with the listener.
 #[test]
 fn shutdown_now_before_run_makes_run_return_at_once() {
-    common::init_logger();
-    let server = Server::bind(common::config()).expect("bind");
+    let server = common::bind(common::config());
     let addr = server.local_addr();
     // The kernel completes this handshake on its own; the client waits in the backlog.
-    let mut queued = TcpStream::connect_timeout(&addr, TIMEOUT).expect("connect");
-    queued
-        .set_read_timeout(Some(TIMEOUT))
-        .expect("set_read_timeout");
+    let mut queued = common::connect(addr);
     let handle = server.shutdown_handle();
     handle.shutdown_now();
     // A graceful request after the immediate one must not hold `run` up.
     handle.shutdown();
 
     let started = Instant::now();
-    let report = run_on_thread(server);
+    let report = common::run_on_thread(server);
     let took = started.elapsed();
 
     assert!(
         took < PROMPT,
         "run took {took:?} after a request made before it"
     );
-    assert_empty(&report);
+    common::assert_empty(&report);
     assert_read_ends(&mut queued);
-    assert_refused(addr);
-}
-
-/// Asserts that nothing was accepted, echoed or closed.
-#[track_caller]
-fn assert_empty(report: &Report) {
-    let mut empty = Report::default();
-    empty.shutdown_duration = report.shutdown_duration;
-    assert_eq!(report, &empty);
-}
-
-#[track_caller]
-fn assert_all_forced(report: &Report, open: u64) {
-    let actual = (
-        report.accepted,
-        report.closed,
-        report.drained,
-        report.forced,
-        report.errors,
-    );
-    assert_eq!(
-        actual,
-        (open, 0, 0, open, 0),
-        "(accepted, closed, drained, forced, errors) in {report}"
-    );
+    common::assert_refused(addr);
 }
 
 /// Reads and discards until the server's close shows: a clean EOF or a reset (an immediate stop
@@ -176,70 +146,4 @@ fn assert_read_ends(stream: &mut TcpStream) {
             Err(err) => panic!("expected EOF or reset after {received} bytes, got {err}"),
         }
     }
-}
-
-#[track_caller]
-fn assert_refused(addr: SocketAddr) {
-    match TcpStream::connect_timeout(&addr, TIMEOUT) {
-        Ok(_) => panic!("connect to {addr} succeeded; expected it refused"),
-        Err(err) => assert_eq!(
-            err.kind(),
-            io::ErrorKind::ConnectionRefused,
-            "connect to {addr}: {err}"
-        ),
-    }
-}
-
-/// Receives one message, bounded by `TIMEOUT`; a sender that is gone means its thread panicked.
-#[track_caller]
-fn recv<T>(rx: &Receiver<T>, what: &str) -> T {
-    match rx.recv_timeout(TIMEOUT) {
-        Ok(value) => value,
-        Err(RecvTimeoutError::Timeout) => panic!("no {what} within {TIMEOUT:?}"),
-        Err(RecvTimeoutError::Disconnected) => panic!("the thread for {what} panicked"),
-    }
-}
-
-/// Runs `server` on its own thread and waits, bounded by `TIMEOUT`, for its report.
-#[track_caller]
-fn run_on_thread(server: Server) -> Report {
-    let (tx, done) = mpsc::channel();
-    let thread = thread::spawn(move || {
-        let _ = tx.send(server.run());
-    });
-    let result = recv(&done, "report from run");
-    thread.join().expect("server thread panicked");
-    result.expect("run returned an error")
-}
-
-/// Writes into `stream` from a thread, never reading, until the kernel buffers of the echo path are
-/// full (a write blocks for `FLOOD_STALL`) or `FLOOD_BYTES` are written. Sends the number of bytes
-/// written when it stops.
-fn spawn_flooder(stream: &TcpStream) -> Receiver<u64> {
-    /// Far more than the buffers hold: on Linux the receive buffer of a socket the server reads
-    /// promptly grows to `tcp_rmem[2]` (32 MiB on some systems), plus both send buffers.
-    const FLOOD_BYTES: u64 = 256 * 1024 * 1024;
-    /// How long a blocked write means "full": the echo path moves gigabytes a second, so a stall
-    /// this long is backpressure. Only how much is in flight at the stop depends on it.
-    const FLOOD_STALL: Duration = Duration::from_millis(250);
-
-    let mut stream = stream.try_clone().expect("clone stream");
-    stream
-        .set_write_timeout(Some(FLOOD_STALL))
-        .expect("set_write_timeout");
-    let (tx, done) = mpsc::channel();
-    thread::spawn(move || {
-        let chunk = vec![b'x'; 64 * 1024];
-        let mut written = 0;
-        while written < FLOOD_BYTES {
-            match stream.write(&chunk) {
-                Ok(n) => written += n as u64,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                // Timed out (the buffers are full) or failed: either way, flooding is over.
-                Err(_) => break,
-            }
-        }
-        let _ = tx.send(written);
-    });
-    done
 }

@@ -119,7 +119,7 @@ fn is_per_connection(err: &io::Error) -> bool {
             | io::ErrorKind::NetworkDown
             | io::ErrorKind::NetworkUnreachable
             | io::ErrorKind::HostUnreachable
-    ) || (cfg!(target_os = "linux")
+    ) || (cfg!(any(target_os = "linux", target_os = "android"))
         && err
             .raw_os_error()
             .is_some_and(|errno| NETWORK_ERRNOS.contains(&errno)))

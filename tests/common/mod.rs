@@ -2,11 +2,14 @@
 // Not every test uses every helper.
 #![allow(dead_code)]
 
+#[cfg(feature = "cli")]
+pub mod binary;
+
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::Once;
-use std::thread::JoinHandle;
+use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use netgrace::{Config, Report, Server, ShutdownHandle};
@@ -14,6 +17,9 @@ use netgrace::{Config, Report, Server, ShutdownHandle};
 /// The longest any single wait in a test may take before the test fails. Generous, because CI
 /// machines are slow and loaded; a passing run never gets near it.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The size of each write of the test stream: enough that the writer keeps the socket busy.
+pub const CHUNK_BYTES: usize = 64 * 1024;
 
 /// A server running on its own thread.
 pub struct TestServer {
@@ -31,15 +37,23 @@ pub fn config() -> Config {
 
 /// Binds `config` (which should listen on port 0) and runs the server on a new thread.
 pub fn start(config: Config) -> TestServer {
+    serve(bind(config))
+}
+
+/// Binds `config` (which should listen on port 0) without running it, for tests that act before
+/// `run`.
+#[track_caller]
+pub fn bind(config: Config) -> Server {
     init_logger();
-    let server = Server::bind(config).expect("bind 127.0.0.1:0");
+    Server::bind(config).expect("bind 127.0.0.1:0")
+}
+
+/// Runs an already bound `server` on a new thread.
+pub fn serve(server: Server) -> TestServer {
+    init_logger();
     let addr = server.local_addr();
     let handle = server.shutdown_handle();
-    let (tx, done) = mpsc::channel();
-    let thread = std::thread::spawn(move || {
-        // The receiver is gone only if the test already failed.
-        let _ = tx.send(server.run());
-    });
+    let (thread, done) = spawn_run(server, "netgrace-run");
     TestServer {
         addr,
         handle,
@@ -48,16 +62,29 @@ pub fn start(config: Config) -> TestServer {
     }
 }
 
+/// Runs `server` on a new thread named `name`; the receiver gets what `run` returned.
+pub fn spawn_run(server: Server, name: &str) -> (JoinHandle<()>, Receiver<io::Result<Report>>) {
+    let (tx, done) = mpsc::channel();
+    let thread = thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || {
+            // The receiver is gone only if the test already failed.
+            let _ = tx.send(server.run());
+        })
+        .expect("spawn server thread");
+    (thread, done)
+}
+
+/// Runs `server` on its own thread and waits, bounded by [`TIMEOUT`], for its report.
+#[track_caller]
+pub fn run_on_thread(server: Server) -> Report {
+    serve(server).join()
+}
+
 impl TestServer {
     /// A client connected to the server, with read and write timeouts of [`TIMEOUT`].
     pub fn connect(&self) -> TcpStream {
-        let stream = TcpStream::connect_timeout(&self.addr, TIMEOUT).expect("connect");
-        stream
-            .set_read_timeout(Some(TIMEOUT))
-            .expect("set_read_timeout");
-        stream
-            .set_write_timeout(Some(TIMEOUT))
-            .expect("set_write_timeout");
+        let stream = connect(self.addr);
         stream.set_nodelay(true).expect("set_nodelay");
         stream
     }
@@ -87,6 +114,20 @@ impl TestServer {
     }
 }
 
+/// A client of `addr` with read and write timeouts of [`TIMEOUT`]; unlike
+/// [`TestServer::connect`] it needs no `TestServer` (which is not `Sync`), so any thread can call it.
+#[track_caller]
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect_timeout(&addr, TIMEOUT).expect("connect");
+    stream
+        .set_read_timeout(Some(TIMEOUT))
+        .expect("set_read_timeout");
+    stream
+        .set_write_timeout(Some(TIMEOUT))
+        .expect("set_write_timeout");
+    stream
+}
+
 /// Writes `data` and reads back exactly as many bytes, asserting they are equal.
 #[track_caller]
 pub fn assert_echo(stream: &mut TcpStream, data: &[u8]) {
@@ -104,6 +145,37 @@ pub fn read_to_eof(stream: &mut TcpStream) -> Vec<u8> {
         Ok(_) => all,
         Err(err) => panic!("expected a clean EOF after {} bytes, got {err}", all.len()),
     }
+}
+
+/// Half-closes `client` and waits for the server's EOF, after which the server has closed it.
+#[track_caller]
+pub fn half_close_and_wait_for_eof(mut client: TcpStream) {
+    client.shutdown(Shutdown::Write).expect("shutdown write");
+    let rest = read_to_eof(&mut client);
+    assert!(
+        rest.is_empty(),
+        "{} unexpected bytes before EOF",
+        rest.len()
+    );
+}
+
+/// Closes `client` with echo unread, which makes Linux send RST instead of FIN (RFC 1122
+/// §4.2.2.13). Peeking first waits (bounded by the read timeout) until echo has arrived, so the
+/// close is certainly a reset.
+#[track_caller]
+pub fn reset_with_echo_unread(client: TcpStream) {
+    let mut byte = [0; 1];
+    assert_eq!(client.peek(&mut byte).expect("peek at echo"), 1);
+    drop(client);
+}
+
+/// A read or write timed out with nothing done (SO_RCVTIMEO/SO_SNDTIMEO: `EAGAIN`, which std
+/// reports as `WouldBlock`; `TimedOut` on other platforms).
+pub fn timed_out(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }
 
 /// Byte `i` of a deterministic, non-repeating-looking test stream: lets a reader check any prefix
@@ -125,6 +197,163 @@ pub fn assert_pattern(start: u64, bytes: &[u8]) {
     }
 }
 
+/// Writes the test stream from `offset` towards `end`; returns the offset reached, which is short
+/// of `end` only if a write made no progress for the socket's write timeout.
+#[track_caller]
+pub fn write_pattern(stream: &mut TcpStream, mut offset: u64, end: u64) -> u64 {
+    while offset < end {
+        let len = CHUNK_BYTES.min((end - offset) as usize);
+        match stream.write(&pattern(offset, len)) {
+            Ok(0) => panic!("write returned 0 at byte {offset}"),
+            // Possibly partial: the rest goes in the next chunk.
+            Ok(n) => offset += n as u64,
+            // The chain is full: the server is holding back (backpressure).
+            Err(err) if timed_out(&err) => return offset,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => panic!("write at byte {offset}: {err}"),
+        }
+    }
+    offset
+}
+
+/// Writes the test stream up to `total` bytes without reading, stopping early if a write makes
+/// no progress for `stall`; returns how much went out. The write timeout is [`TIMEOUT`] again
+/// afterwards.
+#[track_caller]
+pub fn write_until_stalled(stream: &mut TcpStream, total: u64, stall: Duration) -> u64 {
+    stream
+        .set_write_timeout(Some(stall))
+        .expect("set_write_timeout");
+    let sent = write_pattern(stream, 0, total);
+    stream
+        .set_write_timeout(Some(TIMEOUT))
+        .expect("set_write_timeout");
+    sent
+}
+
+/// Reads the test stream until EOF on a new thread, `buf_bytes` at a time, checking every byte;
+/// the thread returns the count.
+pub fn spawn_pattern_reader(mut stream: TcpStream, buf_bytes: usize) -> JoinHandle<u64> {
+    thread::spawn(move || {
+        let mut buf = vec![0; buf_bytes];
+        let mut offset = 0;
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) => return offset,
+                Ok(n) => {
+                    assert_pattern(offset, &buf[..n]);
+                    offset += n as u64;
+                }
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                // A read timeout (TIMEOUT) lands here too: the echo stalled.
+                Err(err) => panic!("echo stopped after {offset} bytes: {err}"),
+            }
+        }
+    })
+}
+
+/// Writes the test stream into `stream` from a thread, never reading, until the kernel buffers
+/// of the echo path are full (a write blocks for `FLOOD_STALL`) or `FLOOD_BYTES` are written.
+/// Sends the number of bytes written when it stops.
+pub fn spawn_flooder(stream: &TcpStream) -> Receiver<u64> {
+    /// Far more than the buffers hold: on Linux the receive buffer of a socket the server reads
+    /// promptly grows to `tcp_rmem[2]` (32 MiB on some systems), plus both send buffers.
+    const FLOOD_BYTES: u64 = 256 * 1024 * 1024;
+    /// How long a blocked write means "full": the echo path moves gigabytes a second, so a stall
+    /// this long is backpressure. Only which drain phase a test exercises, or how much is in
+    /// flight at an immediate stop, depends on it.
+    const FLOOD_STALL: Duration = Duration::from_millis(250);
+
+    let mut stream = stream.try_clone().expect("clone stream");
+    stream
+        .set_write_timeout(Some(FLOOD_STALL))
+        .expect("set_write_timeout");
+    let (tx, done) = mpsc::channel();
+    thread::spawn(move || {
+        let mut written = 0;
+        while written < FLOOD_BYTES {
+            match stream.write(&pattern(written, CHUNK_BYTES)) {
+                Ok(n) => written += n as u64,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                // Timed out (the buffers are full) or failed: either way, flooding is over.
+                Err(_) => break,
+            }
+        }
+        let _ = tx.send(written);
+    });
+    done
+}
+
+/// Receives one message, bounded by [`TIMEOUT`]; a sender that is gone means its thread panicked.
+#[track_caller]
+pub fn recv<T>(rx: &Receiver<T>, what: &str) -> T {
+    match rx.recv_timeout(TIMEOUT) {
+        Ok(value) => value,
+        Err(RecvTimeoutError::Timeout) => panic!("no {what} within {TIMEOUT:?}"),
+        Err(RecvTimeoutError::Disconnected) => panic!("the thread for {what} panicked"),
+    }
+}
+
+/// Joins a helper thread, re-raising its panic so the test fails with its message.
+#[track_caller]
+pub fn join_thread<T>(thread: JoinHandle<T>) -> T {
+    match thread.join() {
+        Ok(value) => value,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+/// Asserts that connecting to `addr` is refused: nothing listens there any more.
+#[track_caller]
+pub fn assert_refused(addr: SocketAddr) {
+    match TcpStream::connect_timeout(&addr, TIMEOUT) {
+        Ok(_) => panic!("connect to {addr} succeeded; expected it refused"),
+        Err(err) => assert_eq!(
+            err.kind(),
+            io::ErrorKind::ConnectionRefused,
+            "connect to {addr}: {err}"
+        ),
+    }
+}
+
+/// Asserts that nothing was accepted, echoed or closed.
+#[track_caller]
+pub fn assert_empty(report: &Report) {
+    let mut empty = Report::default();
+    empty.shutdown_duration = report.shutdown_duration;
+    assert_eq!(report, &empty);
+}
+
+/// Which counter every connection of a test must end in.
+#[derive(Debug, Clone, Copy)]
+pub enum Counts {
+    Closed,
+    Drained,
+    Forced,
+}
+
+/// Asserts that all `accepted` connections ended in the counter `all_in`, and none elsewhere.
+#[track_caller]
+pub fn assert_counts(report: &Report, accepted: u64, all_in: Counts) {
+    let (closed, drained, forced) = match all_in {
+        Counts::Closed => (accepted, 0, 0),
+        Counts::Drained => (0, accepted, 0),
+        Counts::Forced => (0, 0, accepted),
+    };
+    let actual = (
+        report.accepted,
+        report.closed,
+        report.drained,
+        report.forced,
+        report.errors,
+    );
+    assert_eq!(
+        actual,
+        (accepted, closed, drained, forced, 0),
+        "(accepted, closed, drained, forced, errors) in {report}"
+    );
+}
+
 /// Logs from the library go to stderr when `NETGRACE_TEST_LOG` is set (e.g. to `debug`).
 pub fn init_logger() {
     static ONCE: Once = Once::new();
@@ -139,6 +368,7 @@ pub fn init_logger() {
     });
 }
 
+/// Writes each log record to stderr, which the test harness captures per test.
 struct StderrLogger;
 
 impl log::Log for StderrLogger {

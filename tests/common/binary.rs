@@ -1,0 +1,311 @@
+//! Helpers for the tests that drive the netgrace binary as a child process: a predictable
+//! command line, runs that end by themselves, a server whose stderr is followed line by line,
+//! signals, and the server's `/proc/PID` figures.
+//!
+//! Every process is owned by a [`Process`] that kills and reaps it on drop, so a failing test
+//! never leaves a server behind.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::Instant;
+
+use super::TIMEOUT;
+
+/// A `netgrace` command with a predictable environment.
+///
+/// `-l 127.0.0.1:0` comes first (a later `-l` wins), so that even a regression that makes an
+/// invocation serve instead of exiting binds a free port, never 5388 on the test machine.
+/// `RUST_LOG` is removed because it would change the default level (info: lifecycle lines only,
+/// not one debug line per connection); `RUST_BACKTRACE=1` makes a panic impossible to miss.
+pub fn netgrace(args: &[&str]) -> Command {
+    netgrace_under(&[], args)
+}
+
+/// Like [`netgrace`], but run through `wrapper`, a program and its arguments that then executes
+/// netgrace in the same process (e.g. `prlimit --nofile=32:32`), so `/proc/PID` is still netgrace's.
+pub fn netgrace_under(wrapper: &[&str], args: &[&str]) -> Command {
+    let binary = env!("CARGO_BIN_EXE_netgrace");
+    let mut command = match wrapper.split_first() {
+        Some((program, wrapper_args)) => {
+            let mut command = Command::new(program);
+            command.args(wrapper_args).arg(binary);
+            command
+        }
+        None => Command::new(binary),
+    };
+    command
+        .args(["-l", "127.0.0.1:0"])
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env("RUST_BACKTRACE", "1")
+        .stdin(Stdio::null());
+    command
+}
+
+/// A spawned netgrace, killed and reaped on drop.
+pub struct Process(Child);
+
+impl Process {
+    /// Spawns `command`, failing the test if it cannot start.
+    #[track_caller]
+    pub fn spawn(mut command: Command) -> Process {
+        Process(command.spawn().expect("spawn netgrace"))
+    }
+
+    /// Sends `signal` (`TERM`, `INT`) with kill(1), as an operator would.
+    #[track_caller]
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.0.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed: {status}");
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // Both are no-ops once the test has reaped the process itself.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// What a run that ends by itself (usage error, help, version, failed bind) left behind.
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs netgrace until it exits by itself; fails the test if that takes longer than [`TIMEOUT`].
+#[track_caller]
+pub fn run(args: &[&str]) -> Finished {
+    let mut command = netgrace(args);
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut process = Process::spawn(command);
+    let stdout = read_pipe_on_thread(process.0.stdout.take().expect("stdout is piped"));
+    let stderr = read_pipe_on_thread(process.0.stderr.take().expect("stderr is piped"));
+    let deadline = Instant::now() + TIMEOUT;
+    let stdout = recv_by(&stdout, deadline)
+        .unwrap_or_else(|| panic!("netgrace {args:?} did not exit within {TIMEOUT:?}"));
+    let stderr = recv_by(&stderr, deadline)
+        .unwrap_or_else(|| panic!("netgrace {args:?} did not exit within {TIMEOUT:?}"));
+    // Both pipes are at EOF, so the process has exited (or closed them on its way out).
+    let status = process.0.wait().expect("wait for netgrace");
+    Finished {
+        status,
+        stdout,
+        stderr,
+    }
+}
+
+/// Reads `pipe` to EOF on a thread; the text arrives on the returned channel.
+fn read_pipe_on_thread(mut pipe: impl Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        // A read error leaves the text short, which the test's assertions then show.
+        let _ = pipe.read_to_string(&mut text);
+        // The receiver is gone only if the test already failed.
+        let _ = tx.send(text);
+    });
+    rx
+}
+
+/// The next message, or `None` if it does not arrive by `deadline`.
+fn recv_by<T>(rx: &Receiver<T>, deadline: Instant) -> Option<T> {
+    rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        .ok()
+}
+
+/// A netgrace serving on `127.0.0.1:0`, its stderr forwarded line by line over a channel.
+pub struct Serving {
+    process: Process,
+    /// The address from the `listening on` line.
+    pub addr: SocketAddr,
+    /// Closed by the forwarding thread at EOF, that is when the process exits.
+    lines: Receiver<String>,
+    /// Every stderr line received so far: for assertions and for failure messages.
+    pub log: Vec<String>,
+}
+
+impl Serving {
+    /// Starts netgrace with `args` and waits until it has logged the address it listens on.
+    #[track_caller]
+    pub fn start(args: &[&str]) -> Serving {
+        Serving::spawn(netgrace(args))
+    }
+
+    /// Spawns `command` (from [`netgrace`] or [`netgrace_under`]) and waits until it has logged
+    /// the address it listens on.
+    #[track_caller]
+    pub fn spawn(mut command: Command) -> Serving {
+        command.stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut process = Process::spawn(command);
+        let stderr = process.0.stderr.take().expect("stderr is piped");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                // A read error ends the log early; a failed send means the test has gone.
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut serving = Serving {
+            process,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            lines,
+            log: Vec::new(),
+        };
+        // The binary installs its signal handlers before this line, so signals are safe after it.
+        let line = serving.wait_for("listening on ");
+        let addr = line.rsplit("listening on ").next().unwrap_or_default();
+        serving.addr = addr
+            .trim()
+            .parse()
+            .unwrap_or_else(|err| panic!("address in {line:?}: {err}"));
+        assert!(serving.addr.ip().is_loopback(), "{line}");
+        assert_ne!(serving.addr.port(), 0, "{line}");
+        serving
+    }
+
+    /// Sends `signal` (`TERM`, `INT`) with kill(1), as an operator would.
+    #[track_caller]
+    pub fn signal(&self, signal: &str) {
+        self.process.signal(signal);
+    }
+
+    /// Waits (bounded by [`TIMEOUT`]) for a stderr line containing `needle`, and returns it.
+    #[track_caller]
+    pub fn wait_for(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            match self.next_line(deadline) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(err) => panic!(
+                    "no log line with {needle:?}: {err:?}; stderr:\n{}",
+                    self.log.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// The next stderr line, also kept in `log`; `Disconnected` once the process has exited.
+    fn next_line(&mut self, deadline: Instant) -> Result<String, RecvTimeoutError> {
+        let line = self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))?;
+        self.log.push(line.clone());
+        Ok(line)
+    }
+
+    /// How many stderr lines received so far contain `needle`.
+    pub fn count_in_log(&self, needle: &str) -> usize {
+        self.log.iter().filter(|line| line.contains(needle)).count()
+    }
+
+    /// A client with read and write timeouts of [`TIMEOUT`].
+    #[track_caller]
+    pub fn connect(&self) -> TcpStream {
+        super::connect(self.addr)
+    }
+
+    /// Waits (bounded by [`TIMEOUT`]) for the process to exit, asserts it exited 0, and returns
+    /// its log.
+    ///
+    /// The stderr channel closes at EOF, when the process exits; only then is `wait` called, so
+    /// it does not block.
+    #[track_caller]
+    pub fn wait_for_exit_0(mut self) -> Vec<String> {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            match self.next_line(deadline) {
+                Ok(_) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => panic!(
+                    "netgrace did not exit within {TIMEOUT:?}; stderr:\n{}",
+                    self.log.join("\n")
+                ),
+            }
+        }
+        let status = self.process.0.wait().expect("wait for netgrace");
+        let log = std::mem::take(&mut self.log);
+        assert!(status.success(), "{status}; stderr:\n{}", log.join("\n"));
+        log
+    }
+
+    /// A file of the server's `/proc/PID` directory.
+    fn proc_path(&self, file: &str) -> String {
+        format!("/proc/{}/{file}", self.process.0.id())
+    }
+
+    /// Descriptors the server holds now (entries of `/proc/PID/fd`).
+    pub fn descriptors(&self) -> usize {
+        std::fs::read_dir(self.proc_path("fd"))
+            .expect("read /proc/PID/fd")
+            .count()
+    }
+
+    /// The server's resident set now, in KiB (`VmRSS` in `/proc/PID/status`).
+    pub fn rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(self.proc_path("status")).expect("read /proc/PID/status");
+        let line = status
+            .lines()
+            .find(|line| line.starts_with("VmRSS:"))
+            .unwrap_or_else(|| panic!("no VmRSS in /proc/PID/status:\n{status}"));
+        // "VmRSS:	    1234 kB"
+        line.split_whitespace()
+            .nth(1)
+            .and_then(|kib| kib.parse().ok())
+            .unwrap_or_else(|| panic!("VmRSS line: {line:?}"))
+    }
+
+    /// User plus system CPU time of the server so far, in clock ticks (`/proc/PID/stat`).
+    pub fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(self.proc_path("stat")).expect("read /proc/PID/stat");
+        // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+        let after_name = &stat[stat.rfind(')').expect("stat format") + 2..];
+        let fields: Vec<&str> = after_name.split(' ').collect();
+        let ticks = |i: usize| fields[i].parse::<u64>().expect("tick count");
+        ticks(11) + ticks(12)
+    }
+}
+
+/// The counters of the `shutdown complete:` line, which must be the last line of `log`.
+#[track_caller]
+pub fn report(log: &[String]) -> HashMap<String, String> {
+    let last = log.last().map(String::as_str).unwrap_or_default();
+    let Some((_, counters)) = last.split_once("shutdown complete: ") else {
+        panic!(
+            "the last log line should be the report; stderr:\n{}",
+            log.join("\n")
+        );
+    };
+    counters
+        .split_whitespace()
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .collect()
+}
+
+/// Asserts that the report at the end of `log` has each `(counter, value)` in `expected`.
+#[track_caller]
+pub fn assert_report(log: &[String], expected: &[(&str, &str)]) {
+    let report = report(log);
+    for (counter, value) in expected {
+        assert_eq!(
+            report.get(*counter).map(String::as_str),
+            Some(*value),
+            "{counter} in the report; stderr:\n{}",
+            log.join("\n")
+        );
+    }
+}
