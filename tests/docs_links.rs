@@ -107,7 +107,10 @@ fn relative_links_and_anchors_in_readme_and_docs_resolve() {
         }
     }
     assert!(dead.is_empty(), "dead links:\n{}", dead.join("\n"));
-    assert!(checked > 0, "no relative links found: is the parser broken?");
+    assert!(
+        checked > 0,
+        "no relative links found: is the parser broken?"
+    );
 }
 
 #[test]
