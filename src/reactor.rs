@@ -244,7 +244,7 @@ impl Reactor {
             .pump(&mut self.scratch, max_buffer, trust_short_read);
         // Once the idle timer has started a close, traffic (input discarded while lingering)
         // no longer restarts it: the close gets one idle period, not one per trickle.
-        if slot.connection.traffic() != before && !slot.timed_out {
+        if slot.connection.traffic() != before && !slot.timed_out && self.tracks_idle() {
             self.idle.touch(&mut self.connections, key, now);
         }
         match result {
@@ -265,7 +265,9 @@ impl Reactor {
     }
 
     fn close(&mut self, key: usize, ending: Ending) {
-        self.idle.unlink(&mut self.connections, key);
+        if self.tracks_idle() {
+            self.idle.unlink(&mut self.connections, key);
+        }
         // Dropping the stream closes the descriptor, which also removes it from the epoll
         // interest list (epoll(7), "Will closing a file descriptor cause it to be removed from
         // all epoll interest lists?": yes, unless it was duplicated): no deregister call needed.
@@ -288,6 +290,12 @@ impl Reactor {
         };
         *counter += 1;
         debug!("connection {key}: closed ({ending:?})");
+    }
+
+    /// Whether connections are kept in the idle list: only with an idle timeout, so the default
+    /// configuration does not relink a list on every pump. Fixed for the whole run.
+    fn tracks_idle(&self) -> bool {
+        self.config.idle_timeout.is_some()
     }
 
     /// When the connection silent the longest reaches the idle timeout, if the timer is on.

@@ -54,6 +54,10 @@ pub struct Server {
 impl Server {
     /// Validates `config` and binds a listener on `config.listen`.
     ///
+    /// The socket gets mio's defaults: `SO_REUSEADDR` and a listen backlog of 128. For other
+    /// options (a deeper backlog for connection bursts, `SO_REUSEPORT`), bind the listener
+    /// yourself and use [`Server::from_std`].
+    ///
     /// # Errors
     ///
     /// - [`io::ErrorKind::InvalidInput`] if `config` is invalid (see [`Config::validate`]);

@@ -92,7 +92,9 @@ impl Reactor {
             queued: false,
             timed_out: false,
         });
-        self.idle.push_back(&mut self.connections, token.0);
+        if self.tracks_idle() {
+            self.idle.push_back(&mut self.connections, token.0);
+        }
         self.report.peak_connections = self.report.peak_connections.max(self.connections.len());
         debug!("connection {}: accepted from {peer}", token.0);
     }
