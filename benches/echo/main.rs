@@ -1,0 +1,216 @@
+//! The echo benchmark: a load generator on mio, a tokio peer, and netgrace against the peer.
+//!
+//! One binary, several modes; arguments go after `--`:
+//!
+//! ```text
+//! cargo bench --bench echo -- compare            # the side-by-side run of docs/benchmarks.md (~3½ min)
+//! cargo bench --bench echo -- pingpong -c 50     # load against a server already on 127.0.0.1:5388
+//! cargo bench --bench echo -- stream --spawn tokio-ct -t 5
+//! cargo bench --bench echo -- idle -c 10000 -t 30
+//! cargo test  --bench echo -- smoke              # CI: a few seconds, fails on any wrong byte
+//! ```
+//!
+//! `cargo bench` alone runs `compare`. The `netgrace` binary it starts is the one Cargo builds
+//! beside this benchmark, in the same profile (`CARGO_BIN_EXE_netgrace`): release under
+//! `cargo bench`, debug under `cargo test`.
+//!
+//! # Layout
+//! - `load.rs`: the engine: C connections, P messages of S bytes in flight, every byte checked;
+//!   `stats.rs`: what a drive counts (messages, latency histogram, progress lines).
+//! - `idle.rs`: N connections opened in batches, held, and watched for EOF at shutdown.
+//! - `peer.rs`: the tokio echo server as users write it (`serve-tokio-ct`, `serve-tokio-mt`).
+//! - `process.rs`: servers as child processes: pinning, `/proc` readings, signals.
+//! - `syscalls.rs`: system calls per message, counted with `perf stat` or `strace -c`.
+//! - `inproc.rs`: a counting allocator and the idle shutdown latency, on the library in-process.
+//! - `compare.rs`, `table.rs`, `targets.rs`, `chart.rs`: the scenarios; medians and ratios;
+//!   issue 5's targets, met or not; the SVG chart.
+//! - `smoke.rs`: the CI check.
+
+mod chart;
+mod compare;
+mod idle;
+mod inproc;
+mod load;
+mod peer;
+mod process;
+mod smoke;
+mod stats;
+mod syscalls;
+mod table;
+mod targets;
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use lexopt::prelude::*;
+
+use crate::load::Shape;
+use crate::process::Kind;
+
+const USAGE: &str = "\
+usage: echo MODE [OPTIONS]   (through cargo: cargo bench --bench echo -- MODE [OPTIONS])
+
+modes:
+  compare [--rounds N] [--secs S] [--svg PATH] [--only load|idle|syscalls|inproc]
+                                                 netgrace beside tokio, every scenario (default mode)
+  pingpong [-c CONNS] [-s BYTES] [-p IN_FLIGHT] [-t SECS] [-a ADDR | --spawn SERVER]
+  stream   [-c CONNS] [-s BYTES] [-p IN_FLIGHT] [-t SECS] [-a ADDR | --spawn SERVER]
+  idle     [-c CONNS] [-t SECS] [-a ADDR | --spawn SERVER]
+  smoke                                          seconds long; exit 1 on any wrong byte
+  serve-tokio-ct ADDR | serve-tokio-mt ADDR      the peer (compare starts it by itself)
+
+SERVER is netgrace, tokio-ct or tokio-mt; ADDR defaults to 127.0.0.1:5388.";
+
+fn main() -> ExitCode {
+    // `cargo bench` appends `--bench` to the arguments of every harness-less benchmark.
+    let args = std::env::args_os().skip(1).filter(|arg| arg != "--bench");
+    let result = match parse(args) {
+        Ok(mode) => run(mode),
+        Err(err) => {
+            eprintln!("echo: {err}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("echo: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// What the command line asks for.
+enum Mode {
+    Compare(compare::Options),
+    /// `pingpong`, `stream` or `idle` against one server: the given address or a spawned one.
+    Load {
+        name: String,
+        shape: Shape,
+        secs: f64,
+        target: Target,
+    },
+    Smoke,
+    Serve {
+        multi_thread: bool,
+        addr: SocketAddr,
+    },
+}
+
+/// Where a standalone load goes.
+enum Target {
+    Addr(SocketAddr),
+    Spawn(Kind),
+}
+
+fn run(mode: Mode) -> std::io::Result<()> {
+    match mode {
+        Mode::Compare(options) => compare::run(&options),
+        Mode::Smoke => smoke::run(),
+        Mode::Serve { multi_thread, addr } => peer::serve(addr, multi_thread),
+        Mode::Load {
+            name,
+            shape,
+            secs,
+            target,
+        } => {
+            process::raise_descriptor_limit()?;
+            // Keep the spawned server alive until the load is done; dropping it stops it.
+            let (addr, _server) = match target {
+                Target::Addr(addr) => (addr, None),
+                Target::Spawn(kind) => {
+                    let server = process::ServerProcess::start(kind, process::pinning())?;
+                    (server.addr, Some(server))
+                }
+            };
+            let secs = Duration::from_secs_f64(secs);
+            if name == "idle" {
+                idle::hold(addr, shape.connections, secs)
+            } else {
+                load::standalone(addr, shape, secs)
+            }
+        }
+    }
+}
+
+fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Mode, lexopt::Error> {
+    let mut parser = lexopt::Parser::from_args(args);
+    let name = match parser.next()? {
+        None => "compare".to_string(),
+        Some(Value(mode)) => mode.string()?,
+        Some(arg) => return Err(arg.unexpected()),
+    };
+    match name.as_str() {
+        "compare" => parse_compare(&mut parser),
+        "smoke" => no_more(&mut parser).map(|()| Mode::Smoke),
+        "serve-tokio-ct" | "serve-tokio-mt" => {
+            let addr = parser.value()?.parse()?;
+            no_more(&mut parser)?;
+            let multi_thread = name == "serve-tokio-mt";
+            Ok(Mode::Serve { multi_thread, addr })
+        }
+        "pingpong" | "stream" | "idle" => parse_load(name, &mut parser),
+        _ => Err(format!("unknown mode '{name}'").into()),
+    }
+}
+
+fn parse_compare(parser: &mut lexopt::Parser) -> Result<Mode, lexopt::Error> {
+    let mut options = compare::Options::default();
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Long("rounds") => options.rounds = parser.value()?.parse()?,
+            Long("secs") => options.secs = parser.value()?.parse()?,
+            Long("svg") => options.svg = parser.value()?.into(),
+            Long("only") => options.only = Some(parser.value()?.string()?),
+            _ => return Err(arg.unexpected()),
+        }
+    }
+    Ok(Mode::Compare(options))
+}
+
+fn parse_load(name: String, parser: &mut lexopt::Parser) -> Result<Mode, lexopt::Error> {
+    let mut shape = match name.as_str() {
+        "stream" => Shape::STREAM,
+        // Idle uses only the connection count; each sends one opening echo.
+        "idle" => Shape::pingpong(10_000),
+        _ => Shape::pingpong(50),
+    };
+    let mut secs = 10.0;
+    let mut target = Target::Addr(SocketAddr::from(([127, 0, 0, 1], 5388)));
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Short('c') => shape.connections = parser.value()?.parse()?,
+            Short('s') => shape.message_bytes = parser.value()?.parse()?,
+            Short('p') => shape.in_flight = parser.value()?.parse()?,
+            Short('t') => secs = parser.value()?.parse()?,
+            Short('a') => target = Target::Addr(parser.value()?.parse()?),
+            Long("spawn") => target = Target::Spawn(parse_kind(&parser.value()?.string()?)?),
+            _ => return Err(arg.unexpected()),
+        }
+    }
+    if shape.connections == 0 || shape.message_bytes == 0 || shape.in_flight == 0 {
+        return Err("-c, -s and -p must be at least 1".into());
+    }
+    Ok(Mode::Load {
+        name,
+        shape,
+        secs,
+        target,
+    })
+}
+
+fn parse_kind(name: &str) -> Result<Kind, lexopt::Error> {
+    Kind::ALL
+        .into_iter()
+        .find(|kind| kind.name() == name)
+        .ok_or_else(|| format!("unknown server '{name}': netgrace, tokio-ct or tokio-mt").into())
+}
+
+fn no_more(parser: &mut lexopt::Parser) -> Result<(), lexopt::Error> {
+    match parser.next()? {
+        Some(arg) => Err(arg.unexpected()),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,271 @@
+//! Servers as child processes: start one pinned to a core, read its address from its log, read
+//! its CPU time and memory from `/proc`, signal it, time its exit.
+//!
+//! Pinning: the server runs under `taskset -c 0` and the load generator pins itself to core 1
+//! with `sched_setaffinity`, so the two never share a core (the machine has two).
+
+use std::io::{self, BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// The core servers run on.
+pub const SERVER_CPU: usize = 0;
+/// The core the load generator runs on.
+pub const LOAD_CPU: usize = 1;
+/// How many connections netgrace may serve: room for the 10 000 idle and the active ones.
+const NETGRACE_MAX_CONNECTIONS: &str = "12000";
+
+/// The servers under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Netgrace,
+    TokioCt,
+    TokioMt,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 3] = [Kind::Netgrace, Kind::TokioCt, Kind::TokioMt];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Netgrace => "netgrace",
+            Kind::TokioCt => "tokio-ct",
+            Kind::TokioMt => "tokio-mt",
+        }
+    }
+
+    /// The program and its arguments; every server listens on a fresh port, so no run meets
+    /// the TIME_WAIT sockets of the one before.
+    fn command(self) -> io::Result<(String, Vec<&'static str>)> {
+        let me = || -> io::Result<String> {
+            Ok(std::env::current_exe()?.to_string_lossy().into_owned())
+        };
+        Ok(match self {
+            // Built by Cargo beside this benchmark, in the same profile.
+            Kind::Netgrace => (
+                env!("CARGO_BIN_EXE_netgrace").to_string(),
+                vec![
+                    "-l",
+                    "127.0.0.1:0",
+                    "--max-connections",
+                    NETGRACE_MAX_CONNECTIONS,
+                ],
+            ),
+            Kind::TokioCt => (me()?, vec!["serve-tokio-ct", "127.0.0.1:0"]),
+            Kind::TokioMt => (me()?, vec!["serve-tokio-mt", "127.0.0.1:0"]),
+        })
+    }
+}
+
+/// The core to pin servers to, if the machine has a second one for the load.
+pub fn pinning() -> Option<usize> {
+    (cores() > LOAD_CPU).then_some(SERVER_CPU)
+}
+
+/// Cores online. Not `available_parallelism`, which shrinks to 1 once this thread is pinned.
+pub fn cores() -> usize {
+    // SAFETY: sysconf has no preconditions; _SC_NPROCESSORS_ONLN is a valid name.
+    let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    usize::try_from(online).unwrap_or(1).max(1)
+}
+
+/// A running server; dropping it kills the process if it is still running.
+pub struct ServerProcess {
+    pub kind: Kind,
+    pub addr: SocketAddr,
+    child: Option<Child>,
+    pid: u32,
+    /// Drains the server's stderr, so its logging never blocks on a full pipe.
+    log: Option<JoinHandle<String>>,
+}
+
+impl ServerProcess {
+    /// Starts `kind`, pinned to `cpu` with `taskset`, and waits for its `listening on` line.
+    pub fn start(kind: Kind, cpu: Option<usize>) -> io::Result<ServerProcess> {
+        let (program, args) = kind.command()?;
+        let mut command = match cpu {
+            Some(cpu) => {
+                let mut taskset = Command::new("taskset");
+                taskset.arg("-c").arg(cpu.to_string()).arg(&program);
+                taskset
+            }
+            None => Command::new(&program),
+        };
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        let mut child = command
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|err| io::Error::new(err.kind(), format!("start {program}: {err}")))?;
+        let pid = child.id();
+        let mut stderr = BufReader::new(child.stderr.take().ok_or(io::ErrorKind::BrokenPipe)?);
+        let addr = read_listening_line(&mut stderr, kind)?;
+        let log = std::thread::spawn(move || {
+            let mut rest = String::new();
+            let _ = stderr.read_to_string(&mut rest);
+            rest
+        });
+        Ok(ServerProcess {
+            kind,
+            addr,
+            child: Some(child),
+            pid,
+            log: Some(log),
+        })
+    }
+
+    /// User plus system CPU time of the whole process, all threads, from `/proc/PID/stat`.
+    pub fn cpu_time(&self) -> io::Result<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))?;
+        // Fields after the command name, which is in parentheses and may hold spaces; utime and
+        // stime are fields 14 and 15 of proc(5), so 12 and 13 after the ')'.
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+        let (Some(utime), Some(stime)) = (ticks(11), ticks(12)) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "bad /proc/PID/stat",
+            ));
+        };
+        // SAFETY: sysconf has no preconditions; _SC_CLK_TCK is a valid name.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        Ok(Duration::from_secs_f64((utime + stime) as f64 / hz))
+    }
+
+    /// Resident memory in bytes (`VmRSS` of `/proc/PID/status`).
+    pub fn rss_bytes(&self) -> io::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))?;
+        let kib = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            });
+        kib.map(|kib| kib * 1024)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no VmRSS"))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Sends SIGTERM and returns when it was sent, with a thread that returns when the process
+    /// exited (its status and the instant it was reaped).
+    pub fn terminate(mut self) -> io::Result<(Instant, JoinHandle<io::Result<Exit>>)> {
+        let mut child = self.child.take().ok_or(io::ErrorKind::NotFound)?;
+        let log = self.log.take();
+        // The waiter sleeps in waitpid on the server's core: when the server exits that core is
+        // free, so the waiter wakes at once even while the load generator's core is busy.
+        let server_cpu = pinning();
+        let waiter = std::thread::spawn(move || {
+            if let Some(cpu) = server_cpu {
+                pin_current_thread(cpu)?;
+            }
+            let status = child.wait()?;
+            let at = Instant::now();
+            let log = log.and_then(|log| log.join().ok()).unwrap_or_default();
+            Ok(Exit { status, at, log })
+        });
+        let sent = Instant::now();
+        signal(self.pid, libc::SIGTERM)?;
+        Ok((sent, waiter))
+    }
+
+    /// Stops the server gracefully and checks that it exited 0.
+    pub fn stop(self) -> io::Result<()> {
+        let kind = self.kind;
+        let (_, waiter) = self.terminate()?;
+        let exit = waiter
+            .join()
+            .map_err(|_| io::Error::other("waiter panicked"))??;
+        if !exit.status.success() {
+            let msg = format!("{} exited with {}: {}", kind.name(), exit.status, exit.log);
+            return Err(io::Error::other(msg));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        // Only after an error: a normal run ends with `stop` or `terminate`.
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// How a server process ended.
+pub struct Exit {
+    pub status: ExitStatus,
+    /// When it was reaped.
+    pub at: Instant,
+    /// What it wrote to stderr after its `listening on` line.
+    pub log: String,
+}
+
+fn read_listening_line(stderr: &mut impl BufRead, kind: Kind) -> io::Result<SocketAddr> {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if stderr.read_line(&mut line)? == 0 {
+            let msg = format!("{} exited before listening", kind.name());
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, msg));
+        }
+        if let Some((_, addr)) = line.trim_end().split_once("listening on ") {
+            return addr.parse().map_err(|err| {
+                io::Error::new(io::ErrorKind::InvalidData, format!("{addr}: {err}"))
+            });
+        }
+    }
+}
+
+/// Sends `signal` to process `pid`.
+pub fn signal(pid: u32, signal: i32) -> io::Result<()> {
+    // SAFETY: kill(2) takes plain integers; a wrong pid is an error return, not UB.
+    if unsafe { libc::kill(pid as libc::pid_t, signal) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Pins the calling thread (and the threads it starts later) to `cpu`.
+pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
+    // SAFETY: cpu_set_t is plain data, zeroed is the empty set; CPU_SET bounds-checks `cpu`;
+    // sched_setaffinity reads `size_of::<cpu_set_t>()` bytes from a valid reference.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Raises the soft descriptor limit to the hard one (10 000 idle connections need 10 000 on each
+/// side); servers started afterwards inherit it.
+pub fn raise_descriptor_limit() -> io::Result<u64> {
+    // SAFETY: getrlimit/setrlimit read and write one rlimit struct we own.
+    unsafe {
+        let mut limit: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        limit.rlim_cur = limit.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(limit.rlim_cur)
+    }
+}
