@@ -3,7 +3,8 @@
 //!
 //! `cargo run --release --example soak -- 300` soaks for 300 s (default 3 s, which CI runs).
 //! Linux only (it reads `/proc/self`). It exits with an error if a descriptor leaked, a
-//! well-behaved client saw a wrong echo, or the report's counters do not add up.
+//! well-behaved client saw a wrong echo, or the report's counters do not add up. It serves only its
+//! own clients on a free port, so there is nothing to poke with `nc`; for that, run the binary.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -58,7 +59,8 @@ fn main() -> io::Result<()> {
     Ok(())
 }
 
-/// One client thread: cycles through five behaviours until the deadline; returns the cycle count.
+/// One client thread: cycles through four behaviours (a rotation of five cycles, two of them
+/// well-behaved) until the deadline; returns the cycle count.
 fn clients(addr: SocketAddr, id: usize, deadline: Instant) -> io::Result<u64> {
     let mut cycles = 0;
     while Instant::now() < deadline {

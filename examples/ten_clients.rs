@@ -2,7 +2,9 @@
 //! (`client #i, count j`) and read each one back, then the server shuts down gracefully and
 //! prints its report.
 //!
-//! Run it with `cargo run --example ten_clients`; it ends by itself in about a second.
+//! Run it with `cargo run --example ten_clients`; it ends by itself in about a second. It binds a
+//! free port and serves only its own clients; to poke a server by hand with
+//! `nc 127.0.0.1 5388`, run the binary (`cargo run --release`) instead.
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};

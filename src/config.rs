@@ -16,9 +16,11 @@ use std::time::Duration;
 /// ```
 pub const DEFAULT_PORT: u16 = 5388;
 
-/// Largest accepted `max_connections`: slab keys run from 0 to `max_connections - 1` and double as
-/// poll tokens, so keeping them below this leaves the top of the token space to the listener and
-/// the waker (see `reactor.rs`). At 2^24 it is far above what one thread can serve anyway.
+/// Largest accepted `max_connections`: 2^24.
+///
+/// Connection keys run from 0 to `max_connections - 1` and double as poll tokens, so keeping them
+/// below this leaves the top of the token space to the listener and the waker
+/// (docs/architecture.md, "Token space"). It is far above what one thread can serve anyway.
 ///
 /// # Examples
 ///
@@ -72,7 +74,8 @@ pub struct Config {
     /// Default 65 536 (64 KiB); valid range 1 to `isize::MAX`. At the limit the server stops
     /// reading that connection (backpressure) until its client reads some echo back; the kernel's
     /// socket buffers then fill and the client's writes block. Server memory for echo data is at
-    /// most `max_connections × max_buffer`, and a connection with nothing pending holds none.
+    /// most `max_connections × max_buffer` (plus one shared read buffer of `min(64 KiB,
+    /// max_buffer)`), and a connection with nothing pending holds none.
     pub max_buffer: usize,
 
     /// How long a graceful shutdown waits for connections to finish.
@@ -88,13 +91,18 @@ pub struct Config {
     /// either direction. At the limit the connection is closed as in a graceful shutdown: pending
     /// echo is flushed, the write side is shut (the client reads EOF), and the server reads and
     /// discards until the client closes; if the client has not closed after one more idle period,
-    /// the connection is cut. Either way it counts as [`Report::timed_out`](crate::Report::timed_out).
+    /// the connection is cut. Either way it counts as [`Report::timed_out`](crate::Report::timed_out),
+    /// unless it ends on an IO error (then [`Report::errors`](crate::Report::errors)).
     /// Keeping this timer costs O(1) per event, whatever the number of connections.
     pub idle_timeout: Option<Duration>,
 }
 
 impl Config {
     /// A default configuration listening on `listen`.
+    ///
+    /// Every limit takes its default (see each field); set the fields you need afterwards. The
+    /// result is not validated until [`Config::validate`] or a [`Server`](crate::Server)
+    /// constructor runs.
     ///
     /// # Examples
     ///
@@ -110,6 +118,10 @@ impl Config {
     }
 
     /// Checks every limit, so a bad value is refused before any socket exists.
+    ///
+    /// [`Server::bind`](crate::Server::bind) and [`Server::from_std`](crate::Server::from_std)
+    /// call it first; call it yourself to report a bad configuration before doing anything else
+    /// (the binary does, to exit with a usage error).
     ///
     /// # Errors
     ///

@@ -42,11 +42,13 @@
 //! ```
 //!
 //! Walk through:
-//! - [`Config`] holds the address and the limits ([`Config::max_connections`],
-//!   [`Config::max_buffer`], [`Config::drain_timeout`]);
-//! - [`Server::bind`] validates it and binds (or [`Server::from_std`] adopts a listener);
+//! - [`Config::new`] makes a [`Config`]: the address and the limits ([`Config::max_connections`],
+//!   [`Config::max_buffer`], [`Config::drain_timeout`], [`Config::idle_timeout`]);
+//! - [`Server::bind`] validates it and binds (or [`Server::from_std`] adopts a listener), and
+//!   [`Server::local_addr`] tells which port the OS picked;
 //! - [`Server::shutdown_handle`] gives a [`ShutdownHandle`] that any thread may use, before,
-//!   during or after the run;
+//!   during or after the run: [`ShutdownHandle::shutdown`] is graceful,
+//!   [`ShutdownHandle::shutdown_now`] immediate;
 //! - [`Server::run`] serves on the calling thread until shutdown completes and returns a
 //!   [`Report`].
 //!
@@ -54,7 +56,9 @@
 //!
 //! - `config`: [`Config`], its defaults and validation.
 //! - `server`: [`Server`], the facade: bind, adopt, hand out shutdown handles, run.
-//! - `reactor`: the loop: token space, one turn, dispatch, accept, drain.
+//! - `reactor`: the loop: token space, one turn, dispatch, the ready list, drain.
+//! - `reactor::accept`: the accept burst, the pause after exhaustion, registration, and the
+//!   accept-error classification.
 //! - `connection`: one client's echo buffer and phases, generic over the stream.
 //! - `shutdown`: [`ShutdownHandle`]: an atomic request plus a waker.
 //! - `backoff`: the accept pause after running out of descriptors.
@@ -64,7 +68,8 @@
 //! # Guarantees
 //!
 //! - Echo is exact: every byte read is written back, in order, whatever the chunking.
-//! - Memory for echo data is at most `max_connections × max_buffer`; an idle connection holds
+//! - Memory for echo data is at most `max_connections × max_buffer`, plus one shared read
+//!   buffer of `min(64 KiB, max_buffer)`; an idle connection holds
 //!   no buffer. A client that does not read is throttled (backpressure), not buffered.
 //! - A client can only affect its own connection: errors close that connection only, and a
 //!   flooding client gets a bounded number of reads per turn, so it cannot starve the others.

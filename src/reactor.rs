@@ -220,7 +220,7 @@ impl Reactor {
     fn serve_ready(&mut self, now: Instant) {
         let mut due = std::mem::take(&mut self.due);
         for &key in &due {
-            // `queued` false: the key was closed, and perhaps reused by a new connection, since.
+            // A guard only: `close` already drops closed keys from both lists.
             let Some(slot) = self.connections.get_mut(key).filter(|slot| slot.queued) else {
                 continue;
             };

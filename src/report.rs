@@ -42,7 +42,8 @@ pub struct Report {
     /// immediate shutdown. A connection whose close the idle timer had started counts as
     /// [`Report::timed_out`] instead, however it ends.
     pub forced: u64,
-    /// Connections closed because of an IO error on them (reset, broken pipe, ...).
+    /// Connections closed because of an IO error on them (reset, broken pipe, ...), or accepted
+    /// but not registered with the poll.
     pub errors: u64,
     /// Connections closed because they were silent for [`Config::idle_timeout`](crate::Config::idle_timeout).
     pub timed_out: u64,

@@ -133,6 +133,9 @@ impl Server {
 
     /// The address the server listens on, with port 0 resolved to the real port.
     ///
+    /// Read it once at startup: it is fixed for the server's life. With
+    /// [`Server::from_std`] it is the adopted listener's address.
+    ///
     /// # Examples
     ///
     /// ```
@@ -182,8 +185,8 @@ impl Server {
     ///
     /// Not guaranteed: the order in which connections are served or closed; echo for bytes the
     /// server had not read when shutdown began (they are read and discarded); a clean EOF for
-    /// clients still in the accept backlog beyond `max_connections` (closing the listener resets
-    /// them).
+    /// clients still in the accept backlog beyond `max_connections`, or while accepting is paused
+    /// after descriptor exhaustion (closing the listener resets them).
     ///
     /// The caller must get a [`ShutdownHandle`] first (this consumes the server), and run this on
     /// a thread it can spare: it blocks until shutdown.
