@@ -65,9 +65,27 @@ pub struct Config {
     /// Most connections served at once.
     ///
     /// Default 1024; valid range 1 to [`MAX_CONNECTIONS_LIMIT`]. At the limit the server stops
-    /// accepting: new clients wait in the kernel's accept backlog (and are refused by the kernel
-    /// once that is full) until a connection closes, then the server accepts again by itself.
+    /// accepting: new clients wait in the kernel's accept backlog until a connection closes, then
+    /// the server accepts again by itself. Once the backlog is full too, Linux silently drops
+    /// their handshakes and the clients retry after a second or more (see [`Config::backlog`]).
+    ///
+    /// The server also reserves its descriptor table for this many connections when it starts
+    /// (docs/hard-edges.md, "Connection storms and the listen backlog"); a limit above the
+    /// process's descriptor limit (`ulimit -n`) is logged as a warning, since accepting will pause
+    /// with `EMFILE` there first.
     pub max_connections: usize,
+
+    /// Most connections the kernel holds completed but not yet accepted: `listen(2)`'s backlog.
+    ///
+    /// Default 1024; valid range 1 to `i32::MAX`. Linux silently caps it at
+    /// `net.core.somaxconn` (4096 since Linux 5.4, 128 before), so raise that sysctl too for a
+    /// deeper queue. When the queue is full, Linux does not refuse a new client: it drops the
+    /// handshake (`TcpExtListenOverflows` in `nstat`), and the client retransmits its SYN after a
+    /// second, then two, then four. The queue only fills when clients arrive faster than the loop
+    /// accepts, as in the reconnect storm after a restart; a backlog at least as deep as the
+    /// largest burst expected absorbs it. Used by [`Server::bind`](crate::Server::bind) only:
+    /// [`Server::from_std`](crate::Server::from_std) keeps the backlog its caller chose.
+    pub backlog: u32,
 
     /// Most bytes one connection may hold read but not yet echoed, in bytes.
     ///
@@ -126,8 +144,9 @@ impl Config {
     /// # Errors
     ///
     /// [`io::ErrorKind::InvalidInput`] naming the field when `max_connections` is zero or above
-    /// [`MAX_CONNECTIONS_LIMIT`], `max_buffer` is zero or above `isize::MAX`, or `idle_timeout` is
-    /// `Some(Duration::ZERO)` (use `None` to turn the timer off).
+    /// [`MAX_CONNECTIONS_LIMIT`], `max_buffer` is zero or above `isize::MAX`, `backlog` is zero or
+    /// above `i32::MAX`, or `idle_timeout` is `Some(Duration::ZERO)` (use `None` to turn the
+    /// timer off).
     ///
     /// # Examples
     ///
@@ -152,6 +171,14 @@ impl Config {
                 self.max_buffer
             )));
         }
+        // i32::MAX: listen(2) takes an int.
+        if self.backlog == 0 || self.backlog > i32::MAX as u32 {
+            return Err(invalid(format!(
+                "backlog must be between 1 and {}, got {}",
+                i32::MAX,
+                self.backlog
+            )));
+        }
         if self.idle_timeout == Some(Duration::ZERO) {
             return Err(invalid(
                 "idle_timeout must be more than zero (None turns it off)".to_string(),
@@ -162,11 +189,13 @@ impl Config {
 }
 
 impl Default for Config {
-    /// `127.0.0.1:5388`, 1024 connections, 64 KiB per connection, 5 s drain, no idle timeout.
+    /// `127.0.0.1:5388`, 1024 connections, a backlog of 1024, 64 KiB per connection, 5 s drain,
+    /// no idle timeout.
     fn default() -> Config {
         Config {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_PORT)),
             max_connections: 1024,
+            backlog: 1024,
             max_buffer: 64 * 1024,
             drain_timeout: Duration::from_secs(5),
             idle_timeout: None,
@@ -187,6 +216,7 @@ mod tests {
         let config = Config::default();
         assert_eq!(config.listen.to_string(), "127.0.0.1:5388");
         assert_eq!(config.max_connections, 1024);
+        assert_eq!(config.backlog, 1024);
         assert_eq!(config.max_buffer, 65_536);
         assert_eq!(config.drain_timeout, Duration::from_secs(5));
         assert_eq!(config.idle_timeout, None);
@@ -213,6 +243,19 @@ mod tests {
     }
 
     #[test]
+    fn a_backlog_outside_listens_int_is_invalid_input() {
+        for backlog in [0, i32::MAX as u32 + 1] {
+            let config = Config {
+                backlog,
+                ..Config::default()
+            };
+            let err = config.validate().expect_err("backlog");
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+            assert!(err.to_string().contains("backlog"), "{err}");
+        }
+    }
+
+    #[test]
     fn a_zero_idle_timeout_is_invalid_input() {
         let config = Config {
             idle_timeout: Some(Duration::ZERO),
@@ -228,6 +271,7 @@ mod tests {
         let config = Config {
             max_connections: MAX_CONNECTIONS_LIMIT,
             max_buffer: 1,
+            backlog: i32::MAX as u32,
             drain_timeout: Duration::MAX,
             idle_timeout: Some(Duration::MAX),
             ..Config::default()

@@ -56,6 +56,8 @@
 //!
 //! - `config`: [`Config`], its defaults and validation.
 //! - `server`: [`Server`], the facade: bind, adopt, hand out shutdown handles, run.
+//! - `listener`: the listening socket, bound with the configured backlog.
+//! - `descriptors`: the descriptor table, reserved at startup for `max_connections`.
 //! - `reactor`: the loop: token space, one turn, dispatch, the ready list, drain.
 //! - `reactor::accept`: the accept burst, the pause after exhaustion, registration, and the
 //!   accept-error classification.
@@ -94,7 +96,9 @@
 mod backoff;
 mod config;
 mod connection;
+mod descriptors;
 mod idle;
+mod listener;
 mod reactor;
 mod report;
 mod server;

@@ -10,6 +10,7 @@ use mio::{Interest, Poll, Waker};
 
 use crate::reactor::{Reactor, LISTENER, WAKER};
 use crate::shutdown::Shared;
+use crate::{descriptors, listener};
 use crate::{Config, Report, ShutdownHandle};
 
 /// A bound, not yet running echo server.
@@ -54,9 +55,13 @@ pub struct Server {
 impl Server {
     /// Validates `config` and binds a listener on `config.listen`.
     ///
-    /// The socket gets mio's defaults: `SO_REUSEADDR` and a listen backlog of 128. For other
-    /// options (a deeper backlog for connection bursts, `SO_REUSEPORT`), bind the listener
-    /// yourself and use [`Server::from_std`].
+    /// The socket gets `SO_REUSEADDR` (a restarted server can rebind at once) and a listen
+    /// backlog of [`Config::backlog`]. For other options (`SO_REUSEPORT`, a specific interface),
+    /// bind the listener yourself and use [`Server::from_std`].
+    ///
+    /// Both constructors also reserve the process's descriptor table for
+    /// [`Config::max_connections`] connections, so that a burst of clients never waits for the
+    /// table to grow (docs/hard-edges.md, "Connection storms and the listen backlog").
     ///
     /// # Errors
     ///
@@ -78,15 +83,16 @@ impl Server {
     /// ```
     pub fn bind(config: Config) -> io::Result<Server> {
         config.validate()?;
-        let listener = TcpListener::bind(config.listen)
+        let listener = listener::bind(config.listen, config.backlog)
             .map_err(|err| context(format_args!("bind {}", config.listen), err))?;
         Server::new(listener, config)
     }
 
     /// Serves on a listener the host already has (inherited from a supervisor, or bound with
-    /// options this crate does not offer); `config.listen` is ignored.
+    /// options this crate does not offer); `config.listen` and `config.backlog` are ignored.
     ///
-    /// The listener is switched to nonblocking mode.
+    /// The listener is switched to nonblocking mode; its listen backlog stays whatever its
+    /// creator chose (std's `TcpListener::bind` uses 128).
     ///
     /// # Errors
     ///
@@ -122,6 +128,7 @@ impl Server {
             .map_err(|err| context("register listener", err))?;
         let waker =
             Waker::new(poll.registry(), WAKER).map_err(|err| context("create waker", err))?;
+        descriptors::reserve(&listener, config.max_connections);
         Ok(Server {
             poll,
             listener,

@@ -13,8 +13,9 @@ use netgrace::{Config, Server, ShutdownHandle, MAX_CONNECTIONS_LIMIT};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-const USAGE: &str = "usage: netgrace [-l ADDR] [--max-connections N] [--max-buffer BYTES] \
-                     [--drain-timeout SECS] [--idle-timeout SECS] [-v | -q] [-h] [-V]";
+const USAGE: &str = "usage: netgrace [-l ADDR] [--max-connections N] [--backlog N] \
+                     [--max-buffer BYTES] [--drain-timeout SECS] [--idle-timeout SECS] \
+                     [-v | -q] [-h] [-V]";
 
 const HELP: &str = "\
 netgrace: a TCP echo server that shuts down gracefully
@@ -24,6 +25,8 @@ usage: netgrace [OPTIONS]
 options:
   -l, --listen ADDR          address to listen on [default: 127.0.0.1:5388]
       --max-connections N    connections served at once; more wait in the backlog [default: 1024]
+      --backlog N            connections the kernel queues until they are accepted; Linux caps
+                             it at net.core.somaxconn [default: 1024]
       --max-buffer BYTES     unsent echo held per connection before reading pauses [default: 65536]
       --drain-timeout SECS   how long a graceful shutdown waits for clients [default: 5]
       --idle-timeout SECS    close connections silent this long [default: never]
@@ -124,6 +127,11 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, lexopt::Er
             Long("max-connections") => {
                 config.max_connections =
                     parse_count(parser.value()?, "--max-connections", MAX_CONNECTIONS_LIMIT)?;
+            }
+            Long("backlog") => {
+                // listen(2) takes an int; the fits-in-u32 conversion cannot fail below i32::MAX.
+                let backlog = parse_count(parser.value()?, "--backlog", i32::MAX as usize)?;
+                config.backlog = u32::try_from(backlog).unwrap_or(u32::MAX);
             }
             Long("max-buffer") => {
                 config.max_buffer =
