@@ -9,6 +9,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Token};
 
 use super::{Reactor, Slot};
+use crate::backoff::{BACKOFF_MAX, BACKOFF_START};
 use crate::connection::{would_block, Connection};
 use crate::idle::Link;
 
@@ -29,7 +30,9 @@ impl Reactor {
             match listener.accept() {
                 Ok((stream, peer)) => {
                     self.end_backoff(now);
-                    self.register(stream, peer, now);
+                    if let Err(err) = self.register(stream, peer, now) {
+                        self.registration_failed(err, now);
+                    }
                 }
                 // The backlog is empty: the next readable edge announces the next client. Accepting
                 // works again too, so an exhaustion episode (if any) is over.
@@ -40,7 +43,7 @@ impl Reactor {
                 // That one client gave up or a signal interrupted: try the next.
                 Err(err) if is_per_connection(&err) => debug!("accept: {err}"),
                 // Out of descriptors or memory: pause accepting, keep serving (see backoff.rs).
-                Err(err) => self.pause_accepting(err, now),
+                Err(err) => self.pause_accepting("accept", err, now),
             }
         }
     }
@@ -56,7 +59,22 @@ impl Reactor {
         }
     }
 
-    fn pause_accepting(&mut self, err: io::Error, now: Instant) {
+    /// The connection just accepted could not be added to the poll. It is closed (its client
+    /// reads EOF, unanswered) and counted in [`Report::errors`](crate::Report::errors). If the
+    /// cause is exhaustion (`epoll_ctl(2)`: `ENOSPC` when `fs.epoll.max_user_watches` is reached,
+    /// `ENOMEM`), every client behind it would meet the same fate, so accepting pauses as after
+    /// `EMFILE` and they wait in the backlog instead of being accepted and closed one by one.
+    fn registration_failed(&mut self, err: io::Error, now: Instant) {
+        self.report.errors += 1;
+        if is_resource_exhaustion(&err) {
+            self.pause_accepting("register", err, now);
+        } else {
+            debug!("register: {err}; connection closed");
+        }
+    }
+
+    /// Starts or extends an exhaustion episode after `operation` (`accept` or `register`) failed.
+    fn pause_accepting(&mut self, operation: &str, err: io::Error, now: Instant) {
         let open = self.connections.len();
         // One warning per episode, not one per attempt: a full descriptor table can last minutes.
         if self.backoff.fail(now) {
@@ -65,13 +83,27 @@ impl Reactor {
             } else {
                 "unexpected error"
             };
-            warn!("accept: {err} ({cause}); pausing accepts, 5 ms doubling to 1 s; serving {open} connections");
+            warn!(
+                "{operation}: {err} ({cause}); pausing accepts, {} ms doubling to {} s; serving {open} connections",
+                BACKOFF_START.as_millis(),
+                BACKOFF_MAX.as_secs()
+            );
         } else {
-            debug!("accept: {err}; still paused");
+            debug!("{operation}: {err}; still paused");
         }
     }
 
-    fn register(&mut self, mut stream: TcpStream, peer: SocketAddr, now: Instant) {
+    /// Adds an accepted connection to the poll and the slab.
+    ///
+    /// # Errors
+    ///
+    /// The OS error of `epoll_ctl(2)`; the stream is then dropped, which closes it.
+    fn register(
+        &mut self,
+        mut stream: TcpStream,
+        peer: SocketAddr,
+        now: Instant,
+    ) -> io::Result<()> {
         self.report.accepted += 1;
         // Small echoes must not wait for the previous segment's ACK (Nagle, RFC 1122 §4.2.3.4).
         if let Err(err) = stream.set_nodelay(true) {
@@ -81,11 +113,14 @@ impl Reactor {
         let token = Token(entry.key());
         // Both interests, once: edge-triggered readiness never needs re-registering.
         let interest = connection_interest();
-        if let Err(err) = self.poll.registry().register(&mut stream, token, interest) {
-            debug!("register {peer}: {err}");
-            self.report.errors += 1;
-            return;
-        }
+        debug_assert!(
+            token != super::LISTENER && token != super::WAKER,
+            "connection key {} collides with a reserved token",
+            token.0
+        );
+        self.poll
+            .registry()
+            .register(&mut stream, token, interest)?;
         entry.insert(Slot {
             connection: Connection::new(stream),
             idle: Link::new(now),
@@ -97,6 +132,7 @@ impl Reactor {
         }
         self.report.peak_connections = self.report.peak_connections.max(self.connections.len());
         debug!("connection {}: accepted from {peer}", token.0);
+        Ok(())
     }
 
     pub(super) fn can_accept(&self) -> bool {
@@ -111,8 +147,6 @@ impl Reactor {
 /// handling") a network error already pending on the new socket, which Linux reports through
 /// accept and says to retry like `EAGAIN`.
 fn is_per_connection(err: &io::Error) -> bool {
-    // Linux numbers for EPROTO, ENONET, ENOPROTOOPT, EOPNOTSUPP, EHOSTDOWN; the rest have kinds.
-    const NETWORK_ERRNOS: [i32; 5] = [71, 64, 92, 95, 112];
     matches!(
         err.kind(),
         io::ErrorKind::ConnectionAborted
@@ -121,24 +155,51 @@ fn is_per_connection(err: &io::Error) -> bool {
             | io::ErrorKind::NetworkDown
             | io::ErrorKind::NetworkUnreachable
             | io::ErrorKind::HostUnreachable
-    ) || (cfg!(any(target_os = "linux", target_os = "android"))
-        && err
-            .raw_os_error()
-            .is_some_and(|errno| NETWORK_ERRNOS.contains(&errno)))
+    ) || is_pending_network_errno(err)
 }
 
-/// `EMFILE`, `ENFILE` (descriptors), `ENOBUFS`, `ENOMEM` (memory): accept(2) says the machine or
-/// process is out of something, which retrying at once cannot fix.
+/// The rest of accept(2)'s list, which have no `io::ErrorKind` of their own.
+#[cfg(unix)]
+fn is_pending_network_errno(err: &io::Error) -> bool {
+    use rustix::io::Errno;
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if Errno::from_io_error(err) == Some(Errno::NONET) {
+        return true;
+    }
+    matches!(
+        Errno::from_io_error(err),
+        Some(Errno::PROTO | Errno::NOPROTOOPT | Errno::OPNOTSUPP | Errno::HOSTDOWN)
+    )
+}
+
+#[cfg(not(unix))]
+fn is_pending_network_errno(_err: &io::Error) -> bool {
+    false
+}
+
+/// The machine or the process is out of something that retrying at once cannot bring back:
+/// descriptors (`EMFILE`, `ENFILE`), socket buffers (`ENOBUFS`), memory (`ENOMEM`, from
+/// accept(2) or epoll_ctl(2)), or epoll watches (`ENOSPC` from epoll_ctl(2), the
+/// `fs.epoll.max_user_watches` limit).
 ///
-/// The numbers are Linux's; elsewhere these errors reach the "unexpected" path of
-/// `pause_accepting`, which backs off the same way and only words its warning differently.
+/// Elsewhere than Unix these errors reach the "unexpected" path of `pause_accepting`, which
+/// backs off the same way and only words its warning differently.
 fn is_resource_exhaustion(err: &io::Error) -> bool {
-    const EMFILE: i32 = 24;
-    const ENFILE: i32 = 23;
-    const ENOBUFS: i32 = 105;
-    const ENOMEM: i32 = 12;
-    err.kind() == io::ErrorKind::OutOfMemory
-        || matches!(err.raw_os_error(), Some(EMFILE | ENFILE | ENOBUFS | ENOMEM))
+    err.kind() == io::ErrorKind::OutOfMemory || is_exhaustion_errno(err)
+}
+
+#[cfg(unix)]
+fn is_exhaustion_errno(err: &io::Error) -> bool {
+    use rustix::io::Errno;
+    matches!(
+        Errno::from_io_error(err),
+        Some(Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM | Errno::NOSPC)
+    )
+}
+
+#[cfg(not(unix))]
+fn is_exhaustion_errno(_err: &io::Error) -> bool {
+    false
 }
 
 /// What a connection is registered for, once: readable and writable (edge-triggered, so no
@@ -149,4 +210,99 @@ fn connection_interest() -> Interest {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     let interest = interest | Interest::PRIORITY;
     interest
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use mio::net::TcpListener;
+    use mio::{Poll, Waker};
+    use rustix::io::Errno;
+
+    use super::*;
+    use crate::reactor::WAKER;
+    use crate::shutdown::Shared;
+    use crate::Config;
+
+    fn os_error(errno: Errno) -> io::Error {
+        io::Error::from_raw_os_error(errno.raw_os_error())
+    }
+
+    /// A reactor on a real poll and listener, never run: enough to drive the accept half.
+    fn reactor() -> io::Result<Reactor> {
+        let poll = Poll::new()?;
+        let waker = Waker::new(poll.registry(), WAKER)?;
+        let listener = TcpListener::bind("127.0.0.1:0".parse().map_err(io::Error::other)?)?;
+        let shared = Arc::new(Shared::new(waker));
+        Ok(Reactor::new(poll, listener, Config::default(), shared))
+    }
+
+    #[test]
+    fn exhaustion_and_one_clients_failure_are_told_apart() {
+        let exhausted = [
+            Errno::MFILE,
+            Errno::NFILE,
+            Errno::NOBUFS,
+            Errno::NOMEM,
+            Errno::NOSPC,
+        ];
+        for errno in exhausted {
+            let err = os_error(errno);
+            assert!(is_resource_exhaustion(&err), "{err}");
+            assert!(!is_per_connection(&err), "{err}");
+        }
+        let per_connection = [
+            Errno::CONNABORTED,
+            Errno::CONNRESET,
+            Errno::INTR,
+            Errno::PROTO,
+            Errno::NONET,
+            Errno::NOPROTOOPT,
+            Errno::OPNOTSUPP,
+            Errno::HOSTDOWN,
+            Errno::NETDOWN,
+            Errno::NETUNREACH,
+            Errno::HOSTUNREACH,
+        ];
+        for errno in per_connection {
+            let err = os_error(errno);
+            assert!(is_per_connection(&err), "{err}");
+            assert!(!is_resource_exhaustion(&err), "{err}");
+        }
+        let neither = os_error(Errno::BADF);
+        assert!(!is_per_connection(&neither) && !is_resource_exhaustion(&neither));
+    }
+
+    #[test]
+    fn issue_8_registration_out_of_epoll_watches_pauses_accepting() -> io::Result<()> {
+        for errno in [Errno::NOSPC, Errno::NOMEM] {
+            let mut reactor = reactor()?;
+            let now = Instant::now();
+            reactor.registration_failed(os_error(errno), now);
+            assert!(reactor.backoff.is_paused(now), "{errno:?} must pause");
+            assert_eq!(
+                reactor.report.errors, 1,
+                "the unregistered client is counted"
+            );
+            // The pause holds: the next burst accepts nobody, whatever waits in the backlog.
+            reactor.accept_burst(now);
+            assert_eq!(reactor.report.accepted, 0);
+            assert!(reactor
+                .poll_timeout(now)
+                .is_some_and(|t| t > Duration::ZERO));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn another_registration_failure_closes_only_that_connection() -> io::Result<()> {
+        let mut reactor = reactor()?;
+        let now = Instant::now();
+        reactor.registration_failed(os_error(Errno::BADF), now);
+        assert!(!reactor.backoff.is_paused(now));
+        assert_eq!(reactor.report.errors, 1);
+        Ok(())
+    }
 }
