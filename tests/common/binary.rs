@@ -255,17 +255,31 @@ impl Serving {
 
     /// The server's resident set now, in KiB (`VmRSS` in `/proc/PID/status`).
     pub fn rss_kib(&self) -> u64 {
+        self.status_number("VmRSS")
+    }
+
+    /// Slots in the server's descriptor table now (`FDSize` in `/proc/PID/status`): how many
+    /// descriptors it can hold before the kernel must grow the table.
+    pub fn descriptor_table_size(&self) -> u64 {
+        self.status_number("FDSize")
+    }
+
+    /// The number in a `/proc/PID/status` line such as `VmRSS:     1234 kB` or `FDSize: 64`.
+    #[track_caller]
+    fn status_number(&self, field: &str) -> u64 {
         let status =
             std::fs::read_to_string(self.proc_path("status")).expect("read /proc/PID/status");
         let line = status
             .lines()
-            .find(|line| line.starts_with("VmRSS:"))
-            .unwrap_or_else(|| panic!("no VmRSS in /proc/PID/status:\n{status}"));
-        // "VmRSS:	    1234 kB"
+            .find(|line| {
+                line.strip_prefix(field)
+                    .is_some_and(|rest| rest.starts_with(':'))
+            })
+            .unwrap_or_else(|| panic!("no {field} in /proc/PID/status:\n{status}"));
         line.split_whitespace()
             .nth(1)
-            .and_then(|kib| kib.parse().ok())
-            .unwrap_or_else(|| panic!("VmRSS line: {line:?}"))
+            .and_then(|number| number.parse().ok())
+            .unwrap_or_else(|| panic!("{field} line: {line:?}"))
     }
 
     /// User plus system CPU time of the server so far, in clock ticks (`/proc/PID/stat`).
