@@ -58,6 +58,7 @@
 //! - `server`: [`Server`], the facade: bind, adopt, hand out shutdown handles, run.
 //! - `listener`: the listening socket, bound with the configured backlog.
 //! - `descriptors`: the descriptor table, reserved at startup for `max_connections`.
+//! - `error`: the context added to OS errors (`bind ADDR: reason`), the original kept inside.
 //! - `reactor`: the loop: token space, one turn, dispatch, the ready list, drain.
 //! - `reactor::accept`: the accept burst, the pause after exhaustion, registration, and the
 //!   accept-error classification.
@@ -97,6 +98,7 @@ mod backoff;
 mod config;
 mod connection;
 mod descriptors;
+mod error;
 mod idle;
 mod listener;
 mod reactor;

@@ -25,8 +25,8 @@ use slab::Slab;
 
 use crate::backoff::Backoff;
 use crate::connection::{interrupted, Connection, Status};
+use crate::error::context;
 use crate::idle::{IdleList, Link, Linked};
-use crate::server::context;
 use crate::shutdown::{Request, Shared};
 use crate::{Config, Report};
 

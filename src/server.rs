@@ -8,6 +8,7 @@ use std::sync::Arc;
 use mio::net::TcpListener;
 use mio::{Interest, Poll, Waker};
 
+use crate::error::context;
 use crate::reactor::{Reactor, LISTENER, WAKER};
 use crate::shutdown::Shared;
 use crate::{descriptors, listener};
@@ -69,7 +70,8 @@ impl Server {
     /// - the OS error of `bind(2)`/`listen(2)`, with its kind kept and the address added to the
     ///   message: for example [`io::ErrorKind::AddrInUse`] as
     ///   `bind 127.0.0.1:5388: address already in use (os error 98)`, or
-    ///   [`io::ErrorKind::PermissionDenied`] for a privileged port;
+    ///   [`io::ErrorKind::PermissionDenied`] for a privileged port. The original OS error, with
+    ///   its `raw_os_error()`, is the error's [`source`](std::error::Error::source);
     /// - the OS error of creating the poll or its waker (out of descriptors, for example).
     ///
     /// # Examples
@@ -229,16 +231,4 @@ impl fmt::Debug for Server {
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
-}
-
-/// Adds what we were doing to an OS error and keeps its kind, so callers can still match on it:
-/// `bind 127.0.0.1:5388: address already in use (os error 98)`.
-pub(crate) fn context(what: impl fmt::Display, err: io::Error) -> io::Error {
-    let reason = err.to_string();
-    let mut chars = reason.chars();
-    let reason = match chars.next() {
-        Some(first) => first.to_lowercase().chain(chars).collect(),
-        None => reason,
-    };
-    io::Error::new(err.kind(), format!("{what}: {reason}"))
 }

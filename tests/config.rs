@@ -74,6 +74,15 @@ fn bind_on_an_address_in_use_fails_with_addr_in_use_naming_it() {
                 err.to_string().contains(&addr.to_string()),
                 "message names {addr}: {err}"
             );
+            // Issue 10: the context wraps the OS error rather than rebuilding it from its text.
+            let os_error = std::error::Error::source(&err)
+                .and_then(|source| source.downcast_ref::<io::Error>())
+                .and_then(io::Error::raw_os_error);
+            assert_eq!(
+                os_error,
+                Some(rustix::io::Errno::ADDRINUSE.raw_os_error()),
+                "{err}"
+            );
         }
     }
 }
