@@ -171,3 +171,37 @@ fn issue_8_the_descriptor_table_is_reserved_for_max_connections_at_startup() {
     server.signal("TERM");
     server.wait_for_exit_0();
 }
+
+/// `--backlog` reaches `listen(2)`: with one connection served and the backlog at 4, only the
+/// first few clients complete their handshake; the next ones' SYNs are dropped (not refused), so
+/// their connects time out. With mio's old fixed backlog of 128 all of them would connect.
+#[test]
+fn backlog_sets_how_many_clients_the_kernel_queues() {
+    const BACKLOG: usize = 4;
+    const CLIENTS: usize = 12;
+    // Shorter than the 1 s SYN retransmission: a dropped SYN cannot complete within it.
+    const CONNECT_LIMIT: Duration = Duration::from_millis(300);
+    let server = Serving::start(&["--backlog", &BACKLOG.to_string(), "--max-connections", "1"]);
+    let mut connected = Vec::new();
+    let mut dropped = 0;
+    for _ in 0..CLIENTS {
+        match std::net::TcpStream::connect_timeout(&server.addr, CONNECT_LIMIT) {
+            Ok(client) => connected.push(client),
+            Err(err) if err.kind() == io::ErrorKind::TimedOut => dropped += 1,
+            Err(err) => panic!("connect: {err} (a full backlog drops, it does not refuse)"),
+        }
+    }
+    eprintln!(
+        "--backlog {BACKLOG}: {} connected, {dropped} dropped",
+        connected.len()
+    );
+    // One served, and Linux queues backlog + 1 (it checks "more than backlog" waiting).
+    assert!(
+        (BACKLOG + 1..=BACKLOG + 2).contains(&connected.len()),
+        "{} of {CLIENTS} clients connected with --backlog {BACKLOG}, {dropped} timed out",
+        connected.len()
+    );
+    drop(connected);
+    server.signal("TERM");
+    server.wait_for_exit_0();
+}
