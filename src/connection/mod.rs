@@ -316,9 +316,7 @@ pub(crate) fn interrupted(err: &io::Error) -> bool {
 }
 
 #[cfg(test)]
-#[path = "connection_tests.rs"]
 mod tests;
 
 #[cfg(test)]
-#[path = "connection_props.rs"]
 mod props;

@@ -1,8 +1,8 @@
-//! The driver for the property tests in `connection_props.rs`: a scripted client stream, the
+//! The driver for the property tests in `connection/props.rs`: a scripted client stream, the
 //! scenario it plays, and `drive`, which plays a scenario against a `Connection` the way the
 //! reactor would and hands the state after every pump to a check.
 //!
-//! The scripted stream is separate from the one in `connection_tests.rs`, so the two files stay
+//! The scripted stream is separate from the one in `connection/tests.rs`, so the two files stay
 //! independent: this one records what the properties need (every byte read and written, the
 //! errors of each pump, when FIN went out).
 

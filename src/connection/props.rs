@@ -10,7 +10,7 @@
 //! times). A panic anywhere fails the property too.
 //!
 //! The strategies and the properties live here; the scripted stream (`Peer`), the scenario's
-//! types and the driver that plays a scenario live in `connection_props_driver.rs`.
+//! types and the driver that plays a scenario live in `props/driver.rs`.
 
 use std::io::ErrorKind;
 
@@ -18,7 +18,6 @@ use proptest::prelude::*;
 
 use super::{Status, READS_PER_PUMP};
 
-#[path = "connection_props_driver.rs"]
 mod driver;
 
 use driver::{drive, Action, End, ReadStep, Scenario, WriteStep};
