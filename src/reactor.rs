@@ -31,6 +31,8 @@ use crate::shutdown::{Request, Shared};
 use crate::{Config, Report};
 
 mod accept;
+#[cfg(test)]
+mod tests;
 
 /// The waker's token. Connection tokens are slab keys, below `max_connections`, which
 /// `Config::validate` keeps far below `usize::MAX - 1`; so the top two values are free.
@@ -38,11 +40,18 @@ pub(crate) const WAKER: Token = Token(usize::MAX - 1);
 /// The listener's token; see [`WAKER`].
 pub(crate) const LISTENER: Token = Token(usize::MAX);
 
+// The proof that connection keys never reach the two reserved tokens, checked by the compiler.
+const _: () = assert!(crate::MAX_CONNECTIONS_LIMIT <= WAKER.0 && WAKER.0 < LISTENER.0);
+
 /// Events taken from the kernel per `poll`; more simply wait for the next turn.
 const EVENTS_PER_TURN: usize = 1024;
 /// The shared read buffer (capped by `max_buffer`): one 64 KiB read drains a typical socket
 /// receive queue in a single call, and it is allocated once per reactor, not per connection.
 const SCRATCH_BYTES: usize = 64 * 1024;
+
+/// A ready-list entry: a slab key (below `MAX_CONNECTIONS_LIMIT`, so it fits) and the
+/// [`Slot::id`] of the connection that was queued.
+type Queued = (u32, u32);
 
 /// How a connection ended, for the [`Report`] counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,8 +68,12 @@ struct Slot {
     /// Its place in the idle list; moved to the back whenever a pump moves bytes.
     idle: Link,
     /// On the ready list (`ready`, or `due` once the turn swaps them): a pump ran out of budget.
-    /// Set in [`Reactor::pump`], cleared by [`Reactor::serve_ready`] as it serves the entry.
+    /// Set in [`Reactor::enqueue`], cleared by [`Reactor::serve_ready`] as it serves the entry.
     queued: bool,
+    /// Which connection holds this key: the run's accept count at its registration (wrapping).
+    /// Ready-list entries carry it, so an entry left behind by a closed connection is told
+    /// apart from the new connection given the same key. Set once, in `register`.
+    id: u32,
     /// The idle timeout started its close. A second expiry cuts it; either way it is counted
     /// in [`Report::timed_out`].
     timed_out: bool,
@@ -83,11 +96,11 @@ pub(crate) struct Reactor {
     connections: Slab<Slot>,
     /// Connections by last traffic, oldest first: the idle timer.
     idle: IdleList,
-    /// Keys to pump next turn without waiting for an event (their budget ran out). Swapped with
-    /// `due` each turn, so neither allocates after warming up.
-    ready: Vec<usize>,
+    /// Connections to pump next turn without waiting for an event (their budget ran out), as
+    /// key and [`Slot::id`]. Swapped with `due` each turn, so neither allocates after warming up.
+    ready: Vec<Queued>,
     /// This turn's share of `ready`, being served; always empty between turns.
-    due: Vec<usize>,
+    due: Vec<Queued>,
     /// Shared read buffer, see [`SCRATCH_BYTES`].
     scratch: Vec<u8>,
     config: Config,
@@ -219,9 +232,12 @@ impl Reactor {
     /// this turn may be served twice; the budget still bounds what one turn spends on it.
     fn serve_ready(&mut self, now: Instant) {
         let mut due = std::mem::take(&mut self.due);
-        for &key in &due {
-            // A guard only: `close` already drops closed keys from both lists.
-            let Some(slot) = self.connections.get_mut(key).filter(|slot| slot.queued) else {
+        for &(key, id) in &due {
+            let key = key as usize;
+            // A stale entry: its connection was closed after it was queued (`close` leaves the
+            // entry, rather than scan the lists), and the key is empty or, if an accept reused
+            // it, held by a connection with another id, which must not be served for it.
+            let Some(slot) = self.connections.get_mut(key).filter(|slot| slot.id == id) else {
                 continue;
             };
             slot.queued = false;
@@ -249,18 +265,21 @@ impl Reactor {
         }
         match result {
             Ok(Status::Open) => {}
-            Ok(Status::Busy) => {
-                // At most once on the list, however often it runs out of budget in one turn.
-                if let Some(slot) = self.connections.get_mut(key).filter(|slot| !slot.queued) {
-                    slot.queued = true;
-                    self.ready.push(key);
-                }
-            }
+            Ok(Status::Busy) => self.enqueue(key),
             Ok(Status::Closed) => self.close(key, Ending::Clean),
             Err(err) => {
                 debug!("connection {key}: closed on error: {err}");
                 self.close(key, Ending::Error);
             }
+        }
+    }
+
+    /// Puts a connection on the ready list, at most once however often it runs out of budget.
+    fn enqueue(&mut self, key: usize) {
+        if let Some(slot) = self.connections.get_mut(key).filter(|slot| !slot.queued) {
+            slot.queued = true;
+            // Keys stay below MAX_CONNECTIONS_LIMIT (2^24), so they fit in 32 bits.
+            self.ready.push((key as u32, slot.id));
         }
     }
 
@@ -274,12 +293,9 @@ impl Reactor {
         let Some(slot) = self.connections.try_remove(key) else {
             return;
         };
-        if slot.queued {
-            // Forget its place on the ready list, or a new connection given this key later in
-            // the turn would inherit it and be served twice per turn.
-            self.ready.retain(|&queued| queued != key);
-            self.due.retain(|&queued| queued != key);
-        }
+        // If it was queued, its ready-list entry stays behind: `serve_ready` tells it apart by
+        // its id. Scanning the lists here instead would make each close O(ready list), and a
+        // flood of connections that are busy and then close, quadratic.
         self.report.bytes_echoed += slot.connection.echoed();
         let counter = match (ending, slot.timed_out, self.drain.is_some()) {
             (Ending::Error, _, _) => &mut self.report.errors,

@@ -126,6 +126,9 @@ impl Reactor {
             idle: Link::new(now),
             queued: false,
             timed_out: false,
+            // Wrapping is harmless: a stale ready-list entry lives until the next `serve_ready`,
+            // across one accept burst and at most one drain's accepts: fewer than 2^25, not 2^32.
+            id: self.report.accepted as u32,
         });
         if self.tracks_idle() {
             self.idle.push_back(&mut self.connections, token.0);
@@ -214,29 +217,16 @@ fn connection_interest() -> Interest {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::time::Duration;
 
-    use mio::net::TcpListener;
-    use mio::{Poll, Waker};
     use rustix::io::Errno;
 
     use super::*;
-    use crate::reactor::WAKER;
-    use crate::shutdown::Shared;
+    use crate::reactor::tests::reactor;
     use crate::Config;
 
     fn os_error(errno: Errno) -> io::Error {
         io::Error::from_raw_os_error(errno.raw_os_error())
-    }
-
-    /// A reactor on a real poll and listener, never run: enough to drive the accept half.
-    fn reactor() -> io::Result<Reactor> {
-        let poll = Poll::new()?;
-        let waker = Waker::new(poll.registry(), WAKER)?;
-        let listener = TcpListener::bind("127.0.0.1:0".parse().map_err(io::Error::other)?)?;
-        let shared = Arc::new(Shared::new(waker));
-        Ok(Reactor::new(poll, listener, Config::default(), shared))
     }
 
     #[test]
@@ -278,7 +268,7 @@ mod tests {
     #[test]
     fn issue_8_registration_out_of_epoll_watches_pauses_accepting() -> io::Result<()> {
         for errno in [Errno::NOSPC, Errno::NOMEM] {
-            let mut reactor = reactor()?;
+            let mut reactor = reactor(Config::default())?.0;
             let now = Instant::now();
             reactor.registration_failed(os_error(errno), now);
             assert!(reactor.backoff.is_paused(now), "{errno:?} must pause");
@@ -298,7 +288,7 @@ mod tests {
 
     #[test]
     fn another_registration_failure_closes_only_that_connection() -> io::Result<()> {
-        let mut reactor = reactor()?;
+        let mut reactor = reactor(Config::default())?.0;
         let now = Instant::now();
         reactor.registration_failed(os_error(Errno::BADF), now);
         assert!(!reactor.backoff.is_paused(now));
