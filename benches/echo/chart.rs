@@ -1,6 +1,7 @@
 //! The SVG chart of a comparison, written by hand (no plotting crate): on top, netgrace's
 //! advantage over each tokio flavour on every metric, on one log scale where right of 1× means
-//! netgrace is better; below, the raw medians, one small panel per metric.
+//! netgrace is better; below, the raw medians, one small panel per metric (the connection storm
+//! last).
 
 use std::fmt::Write as _;
 
@@ -8,6 +9,7 @@ use crate::compare::{
     cpu_per_mb, cpu_per_message, rate, throughput, BESIDE, MEMORY, SHUTDOWN, SYSCALLS,
 };
 use crate::process::Kind;
+use crate::storm::{self, BURSTS};
 use crate::table::{number, Table};
 
 const WIDTH: f64 = 980.0;
@@ -92,6 +94,23 @@ pub fn render(table: &Table, machine: &str) -> String {
     panels.push(simple(shutdown, SHUTDOWN, "10 000", Some(150.0)));
     let syscalls = "syscalls per message (lower; mark: 2.05)";
     panels.push(simple(syscalls, SYSCALLS, "× 50", Some(2.05)));
+    let bursts = |label: fn(usize) -> String| {
+        (BURSTS.iter())
+            .map(|b| group(storm::thousands(b.clients), servers(&label(b.clients))))
+            .collect()
+    };
+    panels.push(Panel {
+        title: "connection storm: ms until all echoed (lower is better)".into(),
+        ratios: false,
+        series: &SERVERS,
+        groups: bursts(storm::all_echoed),
+    });
+    panels.push(Panel {
+        title: "connection storm: clients slower than 900 ms (lower)".into(),
+        ratios: false,
+        series: &SERVERS,
+        groups: bursts(storm::slow),
+    });
     draw(&panels, machine)
 }
 
@@ -103,11 +122,11 @@ fn group(label: String, values: Vec<Option<f64>>) -> Group {
     }
 }
 
-/// netgrace's advantage on each metric; the marks are issue 5's targets.
+/// netgrace's advantage on each metric; the marks are the targets of issues 5 and 8.
 fn advantage(table: &Table) -> Panel {
     let p50 = "pingpong 64 B × 50";
     let stream = "stream 64 KiB × 10";
-    let metrics: [(String, String, Option<f64>); 9] = [
+    let mut metrics: Vec<(String, String, Option<f64>)> = vec![
         (
             "CPU per message, pingpong × 50".into(),
             cpu_per_message(p50),
@@ -142,6 +161,13 @@ fn advantage(table: &Table) -> Panel {
         ),
         ("shutdown, 10 000 idle".into(), SHUTDOWN.into(), None),
     ];
+    metrics.extend(BURSTS.iter().map(|burst| {
+        let label = format!(
+            "storm {}: until all echoed",
+            storm::thousands(burst.clients)
+        );
+        (label, storm::all_echoed(burst.clients), Some(1.0))
+    }));
     let groups = metrics
         .into_iter()
         .map(|(label, row, target)| Group {

@@ -1,8 +1,10 @@
 //! `compare`: netgrace beside tokio (`current_thread` and multi-thread), in every scenario of
-//! issue 5, with medians, ratios, the targets and the SVG chart.
+//! issue 5 and the connection storm of issue 8 (`storm.rs`), with medians, ratios, the targets
+//! and the SVG chart.
 //!
 //! ```text
 //! cargo bench --bench echo -- compare [--rounds 5] [--secs 1.5] [--svg target/echo-compare.svg]
+//!                                     [--only load|idle|syscalls|inproc|storm]
 //! ```
 //!
 //! Each measurement starts a fresh server process pinned to core 0 (the load generator runs on
@@ -19,7 +21,7 @@ use crate::load::{Load, Shape, Stats, Stop};
 use crate::process::{self, Kind, ServerProcess};
 use crate::syscalls::{self, Tracer};
 use crate::table::{Better, Table};
-use crate::{chart, inproc};
+use crate::{chart, inproc, storm};
 
 /// Load before each timed window, not measured: connections warm, caches and allocators settled.
 const WARMUP: Duration = Duration::from_millis(300);
@@ -41,7 +43,7 @@ pub struct Options {
     pub secs: f64,
     /// Where the chart goes (the table and the targets go to stdout).
     pub svg: PathBuf,
-    /// Runs only this part: `load`, `idle`, `syscalls` or `inproc` (all when `None`).
+    /// Runs only this part, one of [`PARTS`] (all when `None`).
     pub only: Option<String>,
 }
 
@@ -58,6 +60,9 @@ impl Default for Options {
         }
     }
 }
+
+/// The parts of `compare`, in the order they run; `--only` picks one.
+pub const PARTS: [&str; 5] = ["load", "idle", "syscalls", "inproc", "storm"];
 
 /// A timed load: its label and shape.
 pub struct Scenario {
@@ -142,6 +147,9 @@ pub fn run(options: &Options) -> io::Result<()> {
     if part("inproc") {
         measure_in_process(&mut table)?;
     }
+    if part("storm") {
+        storm::measure(&mut table, options.rounds)?;
+    }
 
     let markdown = table.markdown();
     let targets = crate::targets::report(&table);
@@ -160,7 +168,7 @@ pub fn run(options: &Options) -> io::Result<()> {
 
 /// The servers in round `round`'s order: each round starts with the next one, so that no server
 /// always runs first (right after the previous scenario) or last.
-fn turn_order(round: usize) -> [Kind; 3] {
+pub fn turn_order(round: usize) -> [Kind; 3] {
     let mut order = Kind::ALL;
     order.rotate_left((round - 1) % Kind::ALL.len());
     order

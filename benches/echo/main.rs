@@ -3,10 +3,12 @@
 //! One binary, several modes; arguments go after `--`:
 //!
 //! ```text
-//! cargo bench --bench echo -- compare            # the side-by-side run of docs/benchmarks.md (~3½ min)
+//! cargo bench --bench echo -- compare            # the side-by-side run of docs/benchmarks.md (~4 min)
+//! cargo bench --bench echo -- compare --only storm   # just the connection storm
 //! cargo bench --bench echo -- pingpong -c 50     # load against a server already on 127.0.0.1:5388
 //! cargo bench --bench echo -- stream --spawn tokio-ct -t 5
 //! cargo bench --bench echo -- idle -c 10000 -t 30
+//! cargo bench --bench echo -- storm -c 1000 --spawn netgrace
 //! cargo test  --bench echo -- smoke              # CI: a few seconds, fails on any wrong byte
 //! ```
 //!
@@ -18,12 +20,14 @@
 //! - `load.rs`: the engine: C connections, P messages of S bytes in flight, every byte checked;
 //!   `stats.rs`: what a drive counts (messages, latency histogram, progress lines).
 //! - `idle.rs`: N connections opened in batches, held, and watched for EOF at shutdown.
+//! - `storm.rs`: N connects at once against a fresh server, each waiting for one echo;
+//!   `storm/clients.rs`: the clients, driven on one mio `Poll`.
 //! - `peer.rs`: the tokio echo server as users write it (`serve-tokio-ct`, `serve-tokio-mt`).
 //! - `process.rs`: servers as child processes: pinning, `/proc` readings, signals.
 //! - `syscalls.rs`: system calls per message, counted with `perf stat` or `strace -c`.
 //! - `inproc.rs`: a counting allocator and the idle shutdown latency, on the library in-process.
 //! - `compare.rs`, `table.rs`, `targets.rs`, `chart.rs`: the scenarios; medians and ratios;
-//!   issue 5's targets, met or not; the SVG chart.
+//!   the targets of issues 5 and 8, met or not; the SVG chart.
 //! - `smoke.rs`: the CI check.
 
 mod chart;
@@ -35,6 +39,7 @@ mod peer;
 mod process;
 mod smoke;
 mod stats;
+mod storm;
 mod syscalls;
 mod table;
 mod targets;
@@ -53,11 +58,12 @@ const USAGE: &str = "\
 usage: echo MODE [OPTIONS]   (through cargo: cargo bench --bench echo -- MODE [OPTIONS])
 
 modes:
-  compare [--rounds N] [--secs S] [--svg PATH] [--only load|idle|syscalls|inproc]
+  compare [--rounds N] [--secs S] [--svg PATH] [--only load|idle|syscalls|inproc|storm]
                                                  netgrace beside tokio, every scenario (default mode)
   pingpong [-c CONNS] [-s BYTES] [-p IN_FLIGHT] [-t SECS] [-a ADDR | --spawn SERVER]
   stream   [-c CONNS] [-s BYTES] [-p IN_FLIGHT] [-t SECS] [-a ADDR | --spawn SERVER]
   idle     [-c CONNS] [-t SECS] [-a ADDR | --spawn SERVER]
+  storm    [-c CONNS] [-a ADDR | --spawn SERVER]   CONNS connects at once, one echo each
   smoke                                          seconds long; exit 1 on any wrong byte
   serve-tokio-ct ADDR | serve-tokio-mt ADDR      the peer (compare starts it by itself)
 
@@ -92,6 +98,11 @@ enum Mode {
         secs: f64,
         target: Target,
     },
+    /// One connection storm against the given address or a spawned server.
+    Storm {
+        clients: usize,
+        target: Target,
+    },
     Smoke,
     Serve {
         multi_thread: bool,
@@ -109,6 +120,11 @@ fn run(mode: Mode) -> std::io::Result<()> {
     match mode {
         Mode::Compare(options) => compare::run(&options),
         Mode::Smoke => smoke::run(),
+        Mode::Storm { clients, target } => {
+            process::raise_descriptor_limit()?;
+            let (addr, _server) = spawn(target)?;
+            storm::standalone(addr, clients)
+        }
         Mode::Serve { multi_thread, addr } => peer::serve(addr, multi_thread),
         Mode::Load {
             name,
@@ -117,14 +133,7 @@ fn run(mode: Mode) -> std::io::Result<()> {
             target,
         } => {
             process::raise_descriptor_limit()?;
-            // Keep the spawned server alive until the load is done; dropping it stops it.
-            let (addr, _server) = match target {
-                Target::Addr(addr) => (addr, None),
-                Target::Spawn(kind) => {
-                    let server = process::ServerProcess::start(kind, process::pinning())?;
-                    (server.addr, Some(server))
-                }
-            };
+            let (addr, _server) = spawn(target)?;
             let secs = Duration::from_secs_f64(secs);
             if name == "idle" {
                 idle::hold(addr, shape.connections, secs)
@@ -133,6 +142,18 @@ fn run(mode: Mode) -> std::io::Result<()> {
             }
         }
     }
+}
+
+/// The address to load, and the server started for it if any: keep it alive until the load is
+/// done, since dropping it stops the server.
+fn spawn(target: Target) -> std::io::Result<(SocketAddr, Option<process::ServerProcess>)> {
+    Ok(match target {
+        Target::Addr(addr) => (addr, None),
+        Target::Spawn(kind) => {
+            let server = process::ServerProcess::start(kind, process::pinning())?;
+            (server.addr, Some(server))
+        }
+    })
 }
 
 fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Mode, lexopt::Error> {
@@ -152,6 +173,7 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Mode, lexopt::Error
             Ok(Mode::Serve { multi_thread, addr })
         }
         "pingpong" | "stream" | "idle" => parse_load(name, &mut parser),
+        "storm" => parse_storm(&mut parser),
         _ => Err(format!("unknown mode '{name}'").into()),
     }
 }
@@ -163,11 +185,35 @@ fn parse_compare(parser: &mut lexopt::Parser) -> Result<Mode, lexopt::Error> {
             Long("rounds") => options.rounds = parser.value()?.parse()?,
             Long("secs") => options.secs = parser.value()?.parse()?,
             Long("svg") => options.svg = parser.value()?.into(),
-            Long("only") => options.only = Some(parser.value()?.string()?),
+            Long("only") => {
+                let part = parser.value()?.string()?;
+                if !compare::PARTS.contains(&part.as_str()) {
+                    let parts = compare::PARTS.join(", ");
+                    return Err(format!("unknown part '{part}': {parts}").into());
+                }
+                options.only = Some(part);
+            }
             _ => return Err(arg.unexpected()),
         }
     }
     Ok(Mode::Compare(options))
+}
+
+fn parse_storm(parser: &mut lexopt::Parser) -> Result<Mode, lexopt::Error> {
+    let mut clients = 1_000;
+    let mut target = Target::Addr(SocketAddr::from(([127, 0, 0, 1], 5388)));
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Short('c') => clients = parser.value()?.parse()?,
+            Short('a') => target = Target::Addr(parser.value()?.parse()?),
+            Long("spawn") => target = Target::Spawn(parse_kind(&parser.value()?.string()?)?),
+            _ => return Err(arg.unexpected()),
+        }
+    }
+    if clients == 0 {
+        return Err("-c must be at least 1".into());
+    }
+    Ok(Mode::Storm { clients, target })
 }
 
 fn parse_load(name: String, parser: &mut lexopt::Parser) -> Result<Mode, lexopt::Error> {

@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 pub const SERVER_CPU: usize = 0;
 /// The core the load generator runs on.
 pub const LOAD_CPU: usize = 1;
-/// How many connections netgrace may serve: room for the 10 000 idle and the active ones.
-const NETGRACE_MAX_CONNECTIONS: &str = "12000";
+/// netgrace's flags in every scenario but the storm, which sets its own per burst: room for the
+/// 10 000 idle connections and the active ones beside them.
+const NETGRACE_FLAGS: &[&str] = &["--max-connections", "12000"];
 
 /// The servers under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,8 +38,9 @@ impl Kind {
     }
 
     /// The program and its arguments; every server listens on a fresh port, so no run meets
-    /// the TIME_WAIT sockets of the one before.
-    fn command(self) -> io::Result<(String, Vec<&'static str>)> {
+    /// the TIME_WAIT sockets of the one before. `netgrace_flags` follow netgrace's `-l`; the
+    /// tokio peers take none, since they run as users write them.
+    fn command(self, netgrace_flags: &[&'static str]) -> io::Result<(String, Vec<&'static str>)> {
         let me = || -> io::Result<String> {
             Ok(std::env::current_exe()?.to_string_lossy().into_owned())
         };
@@ -46,12 +48,7 @@ impl Kind {
             // Built by Cargo beside this benchmark, in the same profile.
             Kind::Netgrace => (
                 env!("CARGO_BIN_EXE_netgrace").to_string(),
-                vec![
-                    "-l",
-                    "127.0.0.1:0",
-                    "--max-connections",
-                    NETGRACE_MAX_CONNECTIONS,
-                ],
+                [&["-l", "127.0.0.1:0"], netgrace_flags].concat(),
             ),
             Kind::TokioCt => (me()?, vec!["serve-tokio-ct", "127.0.0.1:0"]),
             Kind::TokioMt => (me()?, vec!["serve-tokio-mt", "127.0.0.1:0"]),
@@ -84,7 +81,21 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts `kind`, pinned to `cpu` with `taskset`, and waits for its `listening on` line.
     pub fn start(kind: Kind, cpu: Option<usize>) -> io::Result<ServerProcess> {
-        let (program, args) = kind.command()?;
+        ServerProcess::start_with_flags(kind, cpu, NETGRACE_FLAGS)
+    }
+
+    /// [`ServerProcess::start`] with netgrace given `netgrace_flags` (after `-l 127.0.0.1:0`)
+    /// instead of the usual ones; the tokio peers ignore them.
+    ///
+    /// # Errors
+    /// The spawn error, or `UnexpectedEof` with the server's own words if it exits before
+    /// listening (a flag it does not know, say).
+    pub fn start_with_flags(
+        kind: Kind,
+        cpu: Option<usize>,
+        netgrace_flags: &[&'static str],
+    ) -> io::Result<ServerProcess> {
+        let (program, args) = kind.command(netgrace_flags)?;
         let mut command = match cpu {
             Some(cpu) => {
                 let mut taskset = Command::new("taskset");
@@ -103,7 +114,15 @@ impl ServerProcess {
             .map_err(|err| io::Error::new(err.kind(), format!("start {program}: {err}")))?;
         let pid = child.id();
         let mut stderr = BufReader::new(child.stderr.take().ok_or(io::ErrorKind::BrokenPipe)?);
-        let addr = read_listening_line(&mut stderr, kind)?;
+        let addr = match read_listening_line(&mut stderr, kind) {
+            Ok(addr) => addr,
+            Err(err) => {
+                // Reap it (it has exited, or will never listen), so no zombie outlives the error.
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(err);
+            }
+        };
         let log = std::thread::spawn(move || {
             let mut rest = String::new();
             let _ = stderr.read_to_string(&mut rest);
@@ -215,13 +234,15 @@ pub struct Exit {
 }
 
 fn read_listening_line(stderr: &mut impl BufRead, kind: Kind) -> io::Result<SocketAddr> {
-    let mut line = String::new();
+    // Everything read so far: if the server exits instead, its last words say why.
+    let mut said = String::new();
     loop {
-        line.clear();
-        if stderr.read_line(&mut line)? == 0 {
-            let msg = format!("{} exited before listening", kind.name());
+        let start = said.len();
+        if stderr.read_line(&mut said)? == 0 {
+            let msg = format!("{} exited before listening: {}", kind.name(), said.trim());
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, msg));
         }
+        let line = &said[start..];
         if let Some((_, addr)) = line.trim_end().split_once("listening on ") {
             return addr.parse().map_err(|err| {
                 io::Error::new(io::ErrorKind::InvalidData, format!("{addr}: {err}"))
@@ -268,4 +289,24 @@ pub fn raise_descriptor_limit() -> io::Result<u64> {
         }
         Ok(limit.rlim_cur)
     }
+}
+
+/// Grows this process's descriptor table to hold `fds` descriptors, so that a burst of
+/// connects later does not grow it on the way. The table only grows, and each time it doubles
+/// in a process with more than one thread (this one has a thread per server's log), the kernel
+/// waits for an RCU grace period (`expand_fdtable` in fs/file.c): several milliseconds each,
+/// which without this fell on the first burst of a run only, 1 000 connects taking ~45 ms
+/// instead of ~15.
+pub fn grow_descriptor_table(fds: usize) -> io::Result<()> {
+    let lowest = libc::c_int::try_from(fds).map_err(|_| io::ErrorKind::InvalidInput)?;
+    // SAFETY: F_DUPFD_CLOEXEC duplicates stderr onto the lowest free descriptor >= `lowest`,
+    // never closing one in use; the copy is ours, and closed at once.
+    unsafe {
+        let copy = libc::fcntl(libc::STDERR_FILENO, libc::F_DUPFD_CLOEXEC, lowest);
+        if copy < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        libc::close(copy);
+    }
+    Ok(())
 }

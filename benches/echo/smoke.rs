@@ -2,7 +2,8 @@
 //!
 //! `cargo test --bench echo -- smoke` (a debug build; `cargo bench` works too). It fails, exiting
 //! non-zero, if any echoed byte is wrong, if a check moves no messages, if a server does not stop
-//! cleanly, or if the checker misses a byte flipped on purpose.
+//! cleanly, if a client of the small connection storm fails, or if the checker misses a byte
+//! flipped on purpose.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -11,9 +12,13 @@ use std::time::Duration;
 use crate::idle::IdleSet;
 use crate::load::{Load, Shape, Stats, Stop};
 use crate::process::{Kind, ServerProcess};
+use crate::storm::{Storm, STORM_TIMEOUT};
 
 /// Idle connections in the shutdown check: enough for several accept bursts and batches.
 const IDLE: usize = 300;
+/// Clients of the storm check: more than a listen backlog of 128 (mio's and std's) holds, yet a
+/// fraction of a second even in a debug build.
+const STORM_CLIENTS: usize = 200;
 /// Where the corrupting server flips a byte, counted after the opening echo.
 const FLIP_AT: usize = 100;
 
@@ -21,7 +26,7 @@ const FLIP_AT: usize = 100;
 type Check = (&'static str, fn() -> io::Result<String>);
 
 pub fn run() -> io::Result<()> {
-    let checks: [Check; 5] = [
+    let checks: [Check; 6] = [
         ("pingpong 64 B × 10, 1 s, netgrace", || {
             pingpong(Kind::Netgrace, Shape::pingpong(10), 1.0)
         }),
@@ -36,6 +41,7 @@ pub fn run() -> io::Result<()> {
             )
         }),
         ("shutdown with 300 idle, netgrace", shutdown),
+        ("storm of 200 connects, netgrace", storm),
         ("pingpong 64 B × 10, 0.3 s, tokio-ct", || {
             pingpong(Kind::TokioCt, Shape::pingpong(10), 0.3)
         }),
@@ -94,6 +100,18 @@ fn shutdown() -> io::Result<String> {
     }
     let ms = (exit.at - signalled).as_secs_f64() * 1e3;
     Ok(format!("{IDLE} EOF, no reset, exit 0 after {ms:.1} ms"))
+}
+
+/// 200 connects at once against a fresh netgrace: every client gets its echo. No timing is
+/// asserted (a dropped SYN costs a second, which CI's machines may see); failures are.
+fn storm() -> io::Result<String> {
+    let server = ServerProcess::start(Kind::Netgrace, None)?;
+    let outcome = Storm::connect(server.addr, STORM_CLIENTS)?.drive(STORM_TIMEOUT)?;
+    server.stop()?;
+    if outcome.failures.total() > 0 || outcome.latencies.len() != STORM_CLIENTS {
+        return Err(io::Error::other(outcome.summary()));
+    }
+    Ok(outcome.summary())
 }
 
 /// Against a server that flips one byte, the load must fail with `InvalidData`.
