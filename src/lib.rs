@@ -43,7 +43,8 @@
 //!
 //! Walk through:
 //! - [`Config::new`] makes a [`Config`]: the address and the limits ([`Config::max_connections`],
-//!   [`Config::max_buffer`], [`Config::drain_timeout`], [`Config::idle_timeout`]);
+//!   [`Config::backlog`], [`Config::max_buffer`], [`Config::drain_timeout`],
+//!   [`Config::idle_timeout`]);
 //! - [`Server::bind`] validates it and binds (or [`Server::from_std`] adopts a listener), and
 //!   [`Server::local_addr`] tells which port the OS picked;
 //! - [`Server::shutdown_handle`] gives a [`ShutdownHandle`] that any thread may use, before,
@@ -77,9 +78,14 @@
 //! - A client can only affect its own connection: errors close that connection only, and a
 //!   flooding client gets a bounded number of reads per turn, so it cannot starve the others.
 //! - With [`Config::idle_timeout`], silent connections are closed cleanly, at O(1) cost per event.
-//! - Graceful shutdown: new connections are refused at once; every client receives all echo of
-//!   what the server had read, then EOF, not a reset (clients still in the accept backlog are
-//!   accepted and drained too, within `max_connections`); `run` returns within `drain_timeout`.
+//! - A storm of up to [`Config::backlog`] clients connecting at once, as after a restart, is taken
+//!   without a dropped handshake: the descriptor table is reserved for `max_connections` when the
+//!   server is created, so no accept stalls while the kernel grows it (docs/hard-edges.md,
+//!   "Connection storms and the listen backlog").
+//! - Graceful shutdown: the clients already waiting in the accept backlog are accepted (within
+//!   `max_connections`), then the listener closes and later connection attempts are refused;
+//!   every client receives all echo of what the server had read, then EOF, not a reset; `run`
+//!   returns within `drain_timeout`.
 //! - Stopping an idle server takes about a millisecond.
 //! - No `unsafe` code in this crate.
 //!
