@@ -84,8 +84,9 @@
 //!   "Connection storms and the listen backlog").
 //! - Graceful shutdown: the clients already waiting in the accept backlog are accepted (within
 //!   `max_connections`), then the listener closes and later connection attempts are refused;
-//!   every client receives all echo of what the server had read, then EOF, not a reset; `run`
-//!   returns within `drain_timeout`.
+//!   every client receives the echo of all the server had read and of the input already waiting
+//!   in its socket (up to `max_buffer` bytes), then EOF, not a reset; `run` returns within
+//!   `drain_timeout`.
 //! - Stopping an idle server takes about a millisecond.
 //! - No `unsafe` code in this crate.
 //!

@@ -344,7 +344,7 @@ impl Reactor {
             }
             debug!("connection {key}: idle timeout, closing");
             slot.timed_out = true;
-            slot.connection.begin_drain();
+            slot.connection.begin_drain(self.config.max_buffer);
             // Restart its timer: the clean close gets one more idle period to finish.
             self.idle.touch(&mut self.connections, key, now);
             self.pump(key, false, now);
@@ -378,7 +378,7 @@ impl Reactor {
         let keys: Vec<usize> = self.connections.iter().map(|(key, _)| key).collect();
         for key in keys {
             if let Some(slot) = self.connections.get_mut(key) {
-                slot.connection.begin_drain();
+                slot.connection.begin_drain(self.config.max_buffer);
                 self.pump(key, false, now);
             }
         }

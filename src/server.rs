@@ -187,13 +187,16 @@ impl Server {
     ///   itself); nothing a client does ends it or makes it panic;
     /// - after [`ShutdownHandle::shutdown`], the clients already waiting in the accept backlog
     ///   are accepted (within `max_connections`) and the listener is closed at once; each client
-    ///   receives every byte the server had read from it, then EOF; `run` returns when all have
-    ///   closed or [`Config::drain_timeout`] has passed, whichever is first;
+    ///   receives every byte the server had read from it, and every byte that was already
+    ///   waiting in its socket (the drain reads until the socket is empty, at most
+    ///   [`Config::max_buffer`] more bytes), then EOF; `run` returns when all have closed or
+    ///   [`Config::drain_timeout`] has passed, whichever is first;
     /// - after [`ShutdownHandle::shutdown_now`], `run` closes everything and returns at once;
     /// - when it returns, every socket it opened is closed.
     ///
-    /// Not guaranteed: the order in which connections are served or closed; echo for bytes the
-    /// server had not read when shutdown began (they are read and discarded); a clean EOF for
+    /// Not guaranteed: the order in which connections are served or closed; echo beyond
+    /// `max_buffer` bytes of waiting input, or for input that arrives after the drain found the
+    /// socket empty (it is read and discarded until the client closes); a clean EOF for
     /// clients still in the accept backlog beyond `max_connections`, or while accepting is paused
     /// after descriptor exhaustion (closing the listener resets them).
     ///

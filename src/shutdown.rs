@@ -117,9 +117,10 @@ impl ShutdownHandle {
     /// Asks for a graceful shutdown.
     ///
     /// The server accepts the clients already waiting in its backlog (within `max_connections`),
-    /// then stops accepting at once (new connection attempts are refused), stops reading,
-    /// writes back every byte it has already read, shuts down each connection's write side so the
-    /// client sees a clean EOF, then waits — until each client closes or
+    /// then stops accepting (later connection attempts are refused). On each connection it
+    /// answers the input already waiting in the socket (reading until it is empty, at most
+    /// `max_buffer` bytes), writes back every byte it has read, shuts down the write side so the
+    /// client sees a clean EOF, discards whatever arrives after that, and waits — until each client closes or
     /// [`Config::drain_timeout`](crate::Config::drain_timeout) passes — before returning its
     /// [`Report`](crate::Report).
     ///

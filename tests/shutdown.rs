@@ -377,3 +377,65 @@ fn spawn_streamer(stream: TcpStream, first_echo: Sender<()>) -> Receiver<u64> {
     });
     done
 }
+
+/// Issue 10: a request that had already reached the server when shutdown began is answered, not
+/// cut off by the FIN. The client writes without reading until everything stalls: the server
+/// holds `max_buffer` of unsent echo (backpressure) and stops reading, so the client's last
+/// requests sit unread in the server's socket. After `shutdown`, the client reads: every byte
+/// that was in the server's socket comes back before EOF. Only what was still in the client's
+/// own send buffer (at most its size, kept small here) may arrive too late and be discarded.
+#[test]
+fn issue_10_input_waiting_in_the_socket_at_shutdown_is_answered() {
+    /// The server's receive buffer: it holds about a MiB of the client's requests at the stall,
+    /// far more than the slack below, so losing them cannot pass for it.
+    const SERVER_RECEIVE_BUFFER: usize = 1024 * 1024;
+    const CLIENT_SEND_BUFFER: usize = 4 * 1024;
+    /// Above what the server's receive buffer and the client's send buffer can hold, so the
+    /// drain's allowance (`max_buffer`) covers all of it.
+    const MAX_BUFFER: usize = 8 * 1024 * 1024;
+
+    // Accepted sockets inherit the listener's buffer sizes.
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket
+        .set_recv_buffer_size(SERVER_RECEIVE_BUFFER)
+        .expect("SO_RCVBUF");
+    socket
+        .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind");
+    socket.listen(16).expect("listen");
+    let mut config = common::config();
+    config.max_buffer = MAX_BUFFER;
+    let server = netgrace::Server::from_std(socket.into(), config).expect("from_std");
+    let server = common::serve(server);
+
+    let mut client = server.connect();
+    let client_socket = socket2::SockRef::from(&client);
+    client_socket
+        .set_send_buffer_size(CLIENT_SEND_BUFFER)
+        .expect("SO_SNDBUF");
+    // What the client's kernel may hold unsent: the send buffer (the kernel doubles the value
+    // asked for), which one write may overshoot by a segment of up to 64 KiB (tcp_sendmsg checks
+    // for room before each segment, not each byte).
+    let slack = (client_socket.send_buffer_size().expect("SO_SNDBUF") + 64 * 1024) as u64;
+    let sent = common::write_until_stalled(&mut client, 256 << 20, SHORT_DRAIN);
+    assert!(
+        sent > MAX_BUFFER as u64,
+        "the client stalled after {sent} bytes, before the server's backpressure"
+    );
+
+    server.handle.shutdown();
+    let echo = common::read_to_eof(&mut client);
+    common::assert_pattern(0, &echo);
+    let lost = sent - echo.len() as u64;
+    eprintln!(
+        "sent {sent}, echoed {}, lost {lost} (slack {slack})",
+        echo.len()
+    );
+    assert!(
+        lost <= slack,
+        "{lost} bytes were not answered, more than the client's own send buffer ({slack}) holds"
+    );
+    drop(client);
+    common::assert_counts(&server.join(), 1, Counts::Drained);
+}

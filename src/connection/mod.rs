@@ -4,7 +4,7 @@
 //! ```text
 //!   Open ──client EOF──▶ PeerClosed ──pending flushed──▶ closed (clean)
 //!    │
-//!    └──shutdown──▶ Draining ──pending flushed, shutdown(Write)──▶ Lingering ──client EOF──▶ closed (drained)
+//!    └──shutdown──▶ Draining ──queued input answered, pending flushed, shutdown(Write)──▶ Lingering ──client EOF──▶ closed (drained)
 //! ```
 //!
 //! Any IO error in any phase closes the connection (`Err` from [`Connection::pump`]).
@@ -31,7 +31,8 @@ enum Phase {
     Open,
     /// The client shut down its write side; write back what is pending, then close.
     PeerClosed,
-    /// Graceful shutdown: read nothing more, write back what is pending, then shut our write side.
+    /// Graceful shutdown: answer the input already waiting in the socket (read until it is empty,
+    /// at most `max_buffer` bytes), write back everything pending, then shut our write side.
     Draining,
     /// Our write side is shut. Read and discard until the client closes: closing a socket that
     /// still has unread input makes Linux send RST (RFC 9293 §3.6.1, RFC 1122 §4.2.2.13), and a
@@ -71,11 +72,17 @@ pub(crate) struct Connection<S> {
     sent: usize,
     /// Set by `pump` on EOF and by `begin_drain`; never goes back to `Open`.
     phase: Phase,
+    /// While draining: how many more bytes the drain may read and echo before its FIN. Set to
+    /// `max_buffer` (at most `u32::MAX`) by `begin_drain`, lowered by each read, zeroed when the
+    /// socket is found empty. Zero in every other phase.
+    drain_allowance: u32,
     /// Bytes written back so far; read by the reactor when the connection is removed.
     echoed: u64,
-    /// Bytes read so far, echoed or (while lingering) discarded; with `echoed`, tells the reactor
-    /// whether a pump moved any traffic (the idle timer).
-    read: u64,
+    /// Bytes read so far, echoed or (while lingering) discarded, modulo 2^32; with `echoed`, tells
+    /// the reactor whether a pump moved any traffic (the idle timer). Only its change matters, and
+    /// one pump reads far less than 4 GiB, so 32 bits suffice: with `drain_allowance` it fits in
+    /// the space the stream's descriptor leaves, keeping a connection at 56 bytes.
+    read: u32,
 }
 
 impl<S: Stream> Connection<S> {
@@ -85,6 +92,7 @@ impl<S: Stream> Connection<S> {
             pending: Vec::new(),
             sent: 0,
             phase: Phase::Open,
+            drain_allowance: 0,
             echoed: 0,
             read: 0,
         }
@@ -94,9 +102,10 @@ impl<S: Stream> Connection<S> {
         self.echoed
     }
 
-    /// Bytes moved either way so far: unchanged across a pump means the pump saw no traffic.
+    /// A count of the bytes moved either way (reads modulo 2^32): unchanged across a pump means
+    /// the pump saw no traffic.
     pub(crate) fn traffic(&self) -> u64 {
-        self.read + self.echoed
+        u64::from(self.read).wrapping_add(self.echoed)
     }
 
     /// Bytes read but not yet written back.
@@ -104,12 +113,19 @@ impl<S: Stream> Connection<S> {
         self.pending.len() - self.sent
     }
 
-    /// Starts the graceful end: stop reading, and finish on the next [`Connection::pump`].
-    pub(crate) fn begin_drain(&mut self) {
+    /// Starts the graceful end; the next [`Connection::pump`] carries it out.
+    ///
+    /// Input that reached the socket before shutdown is still answered: the drain reads until
+    /// the socket is empty (`WouldBlock`), at most `max_buffer` more bytes, and echoes all of it
+    /// before the FIN. A client whose request was already on its way gets its answer, not an EOF
+    /// in its place (Go's `Server.Shutdown` waits for in-flight requests for the same reason).
+    /// Only what is read after that, while lingering, is discarded.
+    pub(crate) fn begin_drain(&mut self, max_buffer: usize) {
         // A connection whose client already sent EOF has no unread input, so it finishes as it
         // was going to: flush, then close.
         if self.phase == Phase::Open {
             self.phase = Phase::Draining;
+            self.drain_allowance = u32::try_from(max_buffer).unwrap_or(u32::MAX);
         }
     }
 
@@ -135,11 +151,13 @@ impl<S: Stream> Connection<S> {
         max_buffer: usize,
         trust_short_read: bool,
     ) -> io::Result<Status> {
+        // One budget for the whole pump, even when a drain answers input and then lingers.
+        let mut budget = READS_PER_PUMP;
         match self.phase {
-            Phase::Open => self.echo(scratch, max_buffer, trust_short_read),
+            Phase::Open => self.echo(scratch, max_buffer, trust_short_read, &mut budget),
             Phase::PeerClosed => self.finish_after_eof(),
-            Phase::Draining => self.drain(scratch, trust_short_read),
-            Phase::Lingering => self.linger(scratch, trust_short_read),
+            Phase::Draining => self.drain(scratch, max_buffer, trust_short_read, &mut budget),
+            Phase::Lingering => self.linger(scratch, trust_short_read, &mut budget),
         }
     }
 
@@ -148,10 +166,10 @@ impl<S: Stream> Connection<S> {
         scratch: &mut [u8],
         max_buffer: usize,
         trust_short_read: bool,
+        budget: &mut usize,
     ) -> io::Result<Status> {
         // Pending bytes go first, or the echo would come back out of order.
         let mut can_write = self.flush()?;
-        let mut budget = READS_PER_PUMP;
         loop {
             let room = max_buffer.saturating_sub(self.pending_len());
             if room == 0 {
@@ -160,7 +178,7 @@ impl<S: Stream> Connection<S> {
                 // back here, and `flush` then makes room.
                 return Ok(Status::Open);
             }
-            let want = room.min(scratch.len());
+            let want = room.min(scratch.len()).min(self.read_allowance());
             let n = match self.stream.read(&mut scratch[..want]) {
                 // The client shut down its write side (FIN): echo what is left, then close.
                 Ok(0) => {
@@ -168,8 +186,12 @@ impl<S: Stream> Connection<S> {
                     return self.finish_after_eof();
                 }
                 Ok(n) => n,
-                // Drained: the next edge will tell us when more arrives.
-                Err(err) if would_block(&err) => return Ok(Status::Open),
+                // Drained: the next edge will tell us when more arrives. A drain has now answered
+                // everything that was waiting, so it reads no more.
+                Err(err) if would_block(&err) => {
+                    self.drain_allowance = 0;
+                    return Ok(Status::Open);
+                }
                 // A signal interrupted the call before any data moved: just retry.
                 Err(err) if interrupted(&err) => continue,
                 // Reset, timeout, ...: the reactor closes this connection only.
@@ -180,12 +202,21 @@ impl<S: Stream> Connection<S> {
             } else {
                 self.stash(&scratch[..n], max_buffer);
             }
-            self.read += n as u64;
+            self.read = self.read.wrapping_add(n as u32);
+            *budget -= 1;
+            if self.phase == Phase::Draining {
+                // n <= want <= the allowance, which fits in u32.
+                self.drain_allowance -= n as u32;
+                if self.drain_allowance == 0 {
+                    // Answered all it may: `drain` goes on to the FIN with what is left of the
+                    // budget.
+                    return Ok(Status::Open);
+                }
+            }
             if trust_short_read && n < want {
                 return Ok(Status::Open);
             }
-            budget -= 1;
-            if budget == 0 {
+            if *budget == 0 {
                 return Ok(Status::Busy);
             }
         }
@@ -243,7 +274,32 @@ impl<S: Stream> Connection<S> {
         Ok(Status::Open)
     }
 
-    fn drain(&mut self, scratch: &mut [u8], trust_short_read: bool) -> io::Result<Status> {
+    /// How many bytes a read may take in this phase: the drain's allowance while draining.
+    fn read_allowance(&self) -> usize {
+        match self.phase {
+            Phase::Draining => self.drain_allowance as usize,
+            _ => usize::MAX,
+        }
+    }
+
+    fn drain(
+        &mut self,
+        scratch: &mut [u8],
+        max_buffer: usize,
+        trust_short_read: bool,
+        budget: &mut usize,
+    ) -> io::Result<Status> {
+        if self.drain_allowance > 0 {
+            // Answer what was waiting. A short read proves nothing here: only `WouldBlock` (or
+            // the allowance) ends this part, or a short read at the wrong moment would leave
+            // input unanswered with no edge to come back for it.
+            let status = self.echo(scratch, max_buffer, false, budget)?;
+            if self.phase != Phase::Draining || self.drain_allowance > 0 {
+                // The client's EOF came first (PeerClosed finishes it), or backpressure or the
+                // read budget paused the answer: the writable edge or the ready list resumes it.
+                return Ok(status);
+            }
+        }
         if !self.flush()? {
             // Wait for the client to read; the drain deadline bounds how long.
             return Ok(Status::Open);
@@ -251,25 +307,30 @@ impl<S: Stream> Connection<S> {
         // All echo is in the kernel's hands; FIN goes after it, so the client reads it all first.
         self.stream.shutdown_write()?;
         self.phase = Phase::Lingering;
-        self.linger(scratch, trust_short_read)
+        self.linger(scratch, trust_short_read, budget)
     }
 
-    fn linger(&mut self, scratch: &mut [u8], trust_short_read: bool) -> io::Result<Status> {
-        let mut budget = READS_PER_PUMP;
+    fn linger(
+        &mut self,
+        scratch: &mut [u8],
+        trust_short_read: bool,
+        budget: &mut usize,
+    ) -> io::Result<Status> {
         loop {
+            // Spent already, by the drain's answer in this same pump: the ready list brings it back.
+            if *budget == 0 {
+                return Ok(Status::Busy);
+            }
             match self.stream.read(scratch) {
                 // The client closed too: nothing unread remains, so our close cannot cause a RST.
                 Ok(0) => return Ok(Status::Closed),
-                // Input sent after shutdown began is discarded, not echoed.
+                // Input read after the drain's FIN is discarded, not echoed.
                 Ok(n) => {
-                    self.read += n as u64;
+                    self.read = self.read.wrapping_add(n as u32);
                     if trust_short_read && n < scratch.len() {
                         return Ok(Status::Open);
                     }
-                    budget -= 1;
-                    if budget == 0 {
-                        return Ok(Status::Busy);
-                    }
+                    *budget -= 1;
                 }
                 Err(err) if would_block(&err) => return Ok(Status::Open),
                 Err(err) if interrupted(&err) => {}

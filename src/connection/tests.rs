@@ -257,14 +257,14 @@ fn read_and_write_errors_are_returned() {
 }
 
 #[test]
-fn drain_stops_reading_flushes_shuts_write_then_lingers() -> io::Result<()> {
+fn drain_answers_waiting_input_then_shuts_write_then_lingers() -> io::Result<()> {
     let mut conn = Connection::new(Script::new().data(b"abcd").take(2));
     conn.stream.writes.push_back(blocked());
     pump(&mut conn, 64)?;
     assert_eq!(conn.stream.written, b"ab");
 
-    // Shutdown begins; the client sends more, which must be read (lingering) but not echoed.
-    conn.begin_drain();
+    // Shutdown begins with a request already waiting in the socket: it is answered before FIN.
+    conn.begin_drain(64);
     conn.stream
         .reads
         .push_back(ReadStep::Data(b"late".to_vec()));
@@ -273,15 +273,16 @@ fn drain_stops_reading_flushes_shuts_write_then_lingers() -> io::Result<()> {
         Status::Open,
         "waits for the client's EOF"
     );
-    assert_eq!(conn.stream.written, b"abcd");
+    assert_eq!(conn.stream.written, b"abcdlate");
     assert_eq!(conn.stream.shutdown_writes.get(), 1);
-    assert!(
-        conn.stream.reads.is_empty(),
-        "input after shutdown is read and discarded"
-    );
 
+    // After the FIN, input is read (lingering) but never echoed.
+    conn.stream
+        .reads
+        .push_back(ReadStep::Data(b"after".to_vec()));
     conn.stream.reads.push_back(ReadStep::Eof);
-    assert_eq!(pump(&mut conn, 64)?, Status::Closed);
+    assert_eq!(conn.pump(&mut [0; 16], 64, false)?, Status::Closed);
+    assert_eq!(conn.stream.written, b"abcdlate");
     assert_eq!(conn.stream.shutdown_writes.get(), 1);
     Ok(())
 }
@@ -289,20 +290,70 @@ fn drain_stops_reading_flushes_shuts_write_then_lingers() -> io::Result<()> {
 #[test]
 fn drain_waits_while_the_client_does_not_read() -> io::Result<()> {
     let mut conn = Connection::new(Script::new().data(b"abcd").take(1));
-    for _ in 0..3 {
+    conn.stream.writes.push_back(blocked());
+    pump(&mut conn, 64)?;
+    conn.begin_drain(64);
+    // The first drain pump flushes twice (before and after answering), the others once.
+    for _ in 0..4 {
         conn.stream.writes.push_back(blocked());
     }
-    pump(&mut conn, 64)?;
-    conn.begin_drain();
-    assert_eq!(pump(&mut conn, 64)?, Status::Open);
-    assert_eq!(pump(&mut conn, 64)?, Status::Open);
-    assert_eq!(
-        conn.stream.shutdown_writes.get(),
-        0,
-        "no FIN before the echo is out"
-    );
+    for _ in 0..3 {
+        assert_eq!(pump(&mut conn, 64)?, Status::Open);
+        assert_eq!(
+            conn.stream.shutdown_writes.get(),
+            0,
+            "no FIN before the echo is out"
+        );
+    }
     assert_eq!(pump(&mut conn, 64)?, Status::Open);
     assert_eq!(conn.stream.written, b"abcd");
+    assert_eq!(conn.stream.shutdown_writes.get(), 1);
+    Ok(())
+}
+
+/// Issue 10: the request that waited in the socket because echo was backpressured (pending
+/// full) is answered once the client reads, before the FIN, not thrown away by the drain.
+#[test]
+fn issue_10_a_drain_answers_input_held_back_by_backpressure() -> io::Result<()> {
+    let mut conn = Connection::new(Script::new().data(b"01234567").data(b"request"));
+    for _ in 0..4 {
+        conn.stream.writes.push_back(blocked());
+    }
+    // max_buffer 8: the first 8 bytes fill pending, so "request" stays in the socket.
+    assert_eq!(pump(&mut conn, 8)?, Status::Open);
+    assert_eq!(conn.pending_len(), 8);
+    conn.begin_drain(8);
+    assert_eq!(pump(&mut conn, 8)?, Status::Open, "still backpressured");
+    assert_eq!(conn.stream.shutdown_writes.get(), 0);
+    // The client reads: writes go through again (the blocked answers ran out).
+    for _ in 0..4 {
+        if conn.stream.shutdown_writes.get() == 1 {
+            break;
+        }
+        pump(&mut conn, 8)?;
+    }
+    assert_eq!(conn.stream.written, b"01234567request");
+    assert_eq!(conn.stream.shutdown_writes.get(), 1);
+    Ok(())
+}
+
+/// The answer is bounded: at most `max_buffer` bytes read after the drain began are echoed; the
+/// rest is read while lingering and discarded.
+#[test]
+fn a_drain_answers_at_most_max_buffer_bytes() -> io::Result<()> {
+    let mut conn = Connection::new(Script::new());
+    conn.begin_drain(10);
+    conn.stream.reads.push_back(ReadStep::Data(vec![7; 30]));
+    conn.stream.reads.push_back(ReadStep::Eof);
+    let mut status = Status::Busy;
+    for _ in 0..10 {
+        status = pump(&mut conn, 10)?;
+        if status == Status::Closed {
+            break;
+        }
+    }
+    assert_eq!(status, Status::Closed);
+    assert_eq!(conn.stream.written, vec![7; 10]);
     assert_eq!(conn.stream.shutdown_writes.get(), 1);
     Ok(())
 }
@@ -314,7 +365,7 @@ fn a_client_that_already_sent_eof_just_finishes_during_drain() -> io::Result<()>
     conn.stream.writes.push_back(blocked());
     assert_eq!(conn.pump(&mut [0; 16], 64, false)?, Status::Open);
     assert_eq!(conn.stream.written, b"a");
-    conn.begin_drain();
+    conn.begin_drain(64);
     assert_eq!(pump(&mut conn, 64)?, Status::Closed);
     assert_eq!(conn.stream.written, b"ab");
     assert_eq!(conn.stream.shutdown_writes.get(), 0);
@@ -342,7 +393,10 @@ fn a_flood_is_served_one_budget_per_pump() -> io::Result<()> {
 fn lingering_discards_within_the_budget_too() -> io::Result<()> {
     use super::READS_PER_PUMP;
     let mut conn = Connection::new(Script::new());
-    conn.begin_drain();
+    conn.begin_drain(64);
+    // Nothing waiting: the drain answers nothing, sends FIN and lingers.
+    assert_eq!(pump(&mut conn, 64)?, Status::Open);
+    assert_eq!(conn.stream.shutdown_writes.get(), 1);
     conn.stream
         .reads
         .push_back(ReadStep::Data(vec![1; 2 * READS_PER_PUMP * 16]));
@@ -352,7 +406,7 @@ fn lingering_discards_within_the_budget_too() -> io::Result<()> {
     assert_eq!(pump(&mut conn, 64)?, Status::Closed);
     assert_eq!(
         conn.stream.written, b"",
-        "input after shutdown is never echoed"
+        "input after the FIN is never echoed"
     );
     Ok(())
 }

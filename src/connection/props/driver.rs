@@ -253,8 +253,8 @@ pub(super) struct Scenario {
 /// When `begin_drain` was called.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Drain {
-    /// Bytes read before it: the only ones the connection may ever echo.
-    input_len: usize,
+    /// Bytes read before it; the drain may read and echo at most `max_buffer` more.
+    pub(super) input_len: usize,
     /// Whether the connection had already read the client's EOF (then no FIN is due).
     pub(super) eof_read: bool,
 }
@@ -274,10 +274,26 @@ impl Pumped<'_> {
         &self.conn.stream
     }
 
-    /// What the connection may echo: everything read before the drain began.
+    /// What the connection may echo: everything it read before its FIN. A drain still answers
+    /// the input it finds waiting; only what it reads while lingering, after the FIN, is
+    /// discarded.
     pub(super) fn echo_source(&self) -> &[u8] {
         let input = &self.peer().input;
-        &input[..self.drain.map_or(input.len(), |drain| drain.input_len)]
+        &input[..self
+            .peer()
+            .fin_at
+            .get()
+            .map_or(input.len(), |(read, _)| read)]
+    }
+
+    /// Bytes read since the drain began (0 without a drain).
+    pub(super) fn read_while_draining(&self) -> usize {
+        let read = self
+            .peer()
+            .fin_at
+            .get()
+            .map_or(self.peer().input.len(), |(read, _)| read);
+        self.drain.map_or(0, |drain| read - drain.input_len)
     }
 }
 
@@ -354,7 +370,7 @@ impl Run {
             input_len: self.conn.stream.input.len(),
             eof_read: self.conn.stream.eof_read,
         });
-        self.conn.begin_drain();
+        self.conn.begin_drain(self.max_buffer);
     }
 
     fn pump(&mut self, trust: bool, check: &mut Check<'_>) -> Result<Option<End>, TestCaseError> {
