@@ -16,6 +16,18 @@ use std::time::Duration;
 /// ```
 pub const DEFAULT_PORT: u16 = 5388;
 
+/// The default [`Config::idle_timeout`]: 300 s, so silent clients cannot hold every slot for
+/// ever. Set `idle_timeout` to `None` (the binary: `--idle-timeout never`) to turn the timer off.
+///
+/// # Examples
+///
+/// ```
+/// let config = netgrace::Config::default();
+/// assert_eq!(config.idle_timeout, Some(netgrace::DEFAULT_IDLE_TIMEOUT));
+/// assert_eq!(netgrace::DEFAULT_IDLE_TIMEOUT.as_secs(), 300);
+/// ```
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// Largest accepted `max_connections`: 2^24.
 ///
 /// Connection keys run from 0 to `max_connections - 1` and double as poll tokens, so keeping them
@@ -105,11 +117,15 @@ pub struct Config {
 
     /// How long a connection may stay silent before the server closes it.
     ///
-    /// Default `None` (never). Any non-zero duration is valid. "Silent" means no byte moved in
-    /// either direction. At the limit the connection is closed as in a graceful shutdown: pending
-    /// echo is flushed, the write side is shut (the client reads EOF), and the server reads and
-    /// discards until the client closes; if the client has not closed after one more idle period,
-    /// the connection is cut. Either way it counts as [`Report::timed_out`](crate::Report::timed_out),
+    /// Default 300 s (5 minutes); `None` turns the timer off; any non-zero duration is valid.
+    /// Without a bound, `max_connections` clients that connect and never send would hold every
+    /// slot for ever while the next clients wait in the backlog; servers people trust ship one
+    /// (nginx's `keepalive_timeout` is 75 s, HAProxy refuses to start without `timeout client`).
+    /// "Silent" means no byte moved in either direction. At the limit the connection is closed
+    /// as in a graceful shutdown: pending echo is flushed, the write side is shut (the client
+    /// reads EOF), and the server reads and discards until the client closes; if the client has
+    /// not closed within a short grace (the timeout itself, at most 1 s), the connection is cut,
+    /// so its slot is free within one idle period plus that grace. Either way it counts as [`Report::timed_out`](crate::Report::timed_out),
     /// unless it ends on an IO error (then [`Report::errors`](crate::Report::errors)).
     /// Keeping this timer costs O(1) per event, whatever the number of connections.
     pub idle_timeout: Option<Duration>,
@@ -190,7 +206,7 @@ impl Config {
 
 impl Default for Config {
     /// `127.0.0.1:5388`, 1024 connections, a backlog of 1024, 64 KiB per connection, 5 s drain,
-    /// no idle timeout.
+    /// 300 s idle timeout.
     fn default() -> Config {
         Config {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_PORT)),
@@ -198,7 +214,7 @@ impl Default for Config {
             backlog: 1024,
             max_buffer: 64 * 1024,
             drain_timeout: Duration::from_secs(5),
-            idle_timeout: None,
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
         }
     }
 }
@@ -219,7 +235,7 @@ mod tests {
         assert_eq!(config.backlog, 1024);
         assert_eq!(config.max_buffer, 65_536);
         assert_eq!(config.drain_timeout, Duration::from_secs(5));
-        assert_eq!(config.idle_timeout, None);
+        assert_eq!(config.idle_timeout, Some(Duration::from_secs(300)));
         assert!(config.validate().is_ok());
     }
 

@@ -77,7 +77,8 @@
 //!   no buffer. A client that does not read is throttled (backpressure), not buffered.
 //! - A client can only affect its own connection: errors close that connection only, and a
 //!   flooding client gets a bounded number of reads per turn, so it cannot starve the others.
-//! - With [`Config::idle_timeout`], silent connections are closed cleanly, at O(1) cost per event.
+//! - Silent connections are closed cleanly after [`Config::idle_timeout`] (300 s by default), at
+//!   O(1) cost per event; one whose client does not close in turn is cut a second later.
 //! - A storm of up to [`Config::backlog`] clients connecting at once, as after a restart, is taken
 //!   without a dropped handshake: the descriptor table is reserved for `max_connections` when the
 //!   server is created, so no accept stalls while the kernel grows it (docs/hard-edges.md,
@@ -113,7 +114,7 @@ mod report;
 mod server;
 mod shutdown;
 
-pub use config::{Config, DEFAULT_PORT, MAX_CONNECTIONS_LIMIT};
+pub use config::{Config, DEFAULT_IDLE_TIMEOUT, DEFAULT_PORT, MAX_CONNECTIONS_LIMIT};
 pub use report::Report;
 pub use server::Server;
 pub use shutdown::ShutdownHandle;

@@ -31,6 +31,7 @@ use crate::shutdown::{Request, Shared};
 use crate::{Config, Report};
 
 mod accept;
+mod idle;
 #[cfg(test)]
 mod tests;
 
@@ -65,7 +66,8 @@ enum Ending {
 #[derive(Debug)]
 struct Slot {
     connection: Connection<TcpStream>,
-    /// Its place in the idle list; moved to the back whenever a pump moves bytes.
+    /// Its place in the idle list (moved to the back whenever a pump moves bytes), or, once its
+    /// idle close has begun, in the closing list.
     idle: Link,
     /// On the ready list (`ready`, or `due` once the turn swaps them): a pump ran out of budget.
     /// Set in [`Reactor::enqueue`], cleared by [`Reactor::serve_ready`] as it serves the entry.
@@ -74,7 +76,8 @@ struct Slot {
     /// Ready-list entries carry it, so an entry left behind by a closed connection is told
     /// apart from the new connection given the same key. Set once, in `register`.
     id: u32,
-    /// The idle timeout started its close. A second expiry cuts it; either way it is counted
+    /// The idle timeout started its close: the slot moved from the idle list to the closing
+    /// list, and is cut if the close has not finished within the grace. Either way it is counted
     /// in [`Report::timed_out`].
     timed_out: bool,
 }
@@ -96,6 +99,9 @@ pub(crate) struct Reactor {
     connections: Slab<Slot>,
     /// Connections by last traffic, oldest first: the idle timer.
     idle: IdleList,
+    /// Connections whose idle close has begun, in the order it began: each is cut after
+    /// `idle::close_grace` if its client has not closed by then (`reactor/idle.rs`).
+    closing: IdleList,
     /// Connections to pump next turn without waiting for an event (their budget ran out), as
     /// key and [`Slot::id`]. Swapped with `due` each turn, so neither allocates after warming up.
     ready: Vec<Queued>,
@@ -130,6 +136,7 @@ impl Reactor {
             listener: Some(listener),
             connections: Slab::new(),
             idle: IdleList::default(),
+            closing: IdleList::default(),
             ready: Vec::new(),
             due: Vec::new(),
             scratch: vec![0; SCRATCH_BYTES.min(config.max_buffer)],
@@ -284,9 +291,7 @@ impl Reactor {
     }
 
     fn close(&mut self, key: usize, ending: Ending) {
-        if self.tracks_idle() {
-            self.idle.unlink(&mut self.connections, key);
-        }
+        self.forget_idle(key);
         // Dropping the stream closes the descriptor, which also removes it from the epoll
         // interest list (epoll(7), "Will closing a file descriptor cause it to be removed from
         // all epoll interest lists?": yes, unless it was duplicated): no deregister call needed.
@@ -306,49 +311,6 @@ impl Reactor {
         };
         *counter += 1;
         debug!("connection {key}: closed ({ending:?})");
-    }
-
-    /// Whether connections are kept in the idle list: only with an idle timeout, so the default
-    /// configuration does not relink a list on every pump. Fixed for the whole run.
-    fn tracks_idle(&self) -> bool {
-        self.config.idle_timeout.is_some()
-    }
-
-    /// When the connection silent the longest reaches the idle timeout, if the timer is on.
-    fn next_idle_expiry(&self) -> Option<Instant> {
-        let timeout = self.config.idle_timeout?;
-        if self.drain.is_some() {
-            return None; // the drain deadline governs from here
-        }
-        let oldest = self.connections.get(self.idle.oldest()?)?;
-        oldest.idle.since().checked_add(timeout)
-    }
-
-    /// Closes the connections that have been silent for `idle_timeout`: oldest first, stopping
-    /// at the first that has not expired, so the cost is O(1) per expiry, not O(connections).
-    fn expire_idle(&mut self, now: Instant) {
-        while let Some(expiry) = self.next_idle_expiry() {
-            if now < expiry {
-                return;
-            }
-            let Some(key) = self.idle.oldest() else {
-                return;
-            };
-            let Some(slot) = self.connections.get_mut(key) else {
-                return;
-            };
-            if slot.timed_out {
-                // Its clean close has not finished in another whole idle period: cut it.
-                self.close(key, Ending::Forced);
-                continue;
-            }
-            debug!("connection {key}: idle timeout, closing");
-            slot.timed_out = true;
-            slot.connection.begin_drain(self.config.max_buffer);
-            // Restart its timer: the clean close gets one more idle period to finish.
-            self.idle.touch(&mut self.connections, key, now);
-            self.pump(key, false, now);
-        }
     }
 
     /// Graceful shutdown, step 1: accept the clients already in the backlog, close the listener

@@ -88,9 +88,31 @@ fn negative_drain_timeout_exits_2_naming_option_and_value() {
 }
 
 #[test]
-fn zero_or_bad_idle_timeout_exits_2_naming_option_and_value() {
-    assert_usage_error(&["--idle-timeout", "0"], &["--idle-timeout", "'0'"]);
+fn bad_idle_timeout_exits_2_naming_option_and_value() {
     assert_usage_error(&["--idle-timeout", "soon"], &["--idle-timeout", "'soon'"]);
+    assert_usage_error(&["--idle-timeout", "-1"], &["--idle-timeout", "'-1'"]);
+}
+
+/// Issue 10: silent clients are closed after 300 s by default; `never` and `0` turn it off. The
+/// binary says which at startup.
+#[test]
+fn idle_timeout_defaults_to_300_s_and_never_or_0_turns_it_off() {
+    for (args, expected) in [
+        (&[][..], "idle timeout 300 s"),
+        (&["--idle-timeout", "never"][..], "idle timeout off"),
+        (&["--idle-timeout", "0"][..], "idle timeout off"),
+        (&["--idle-timeout", "2.5"][..], "idle timeout 2.5 s"),
+    ] {
+        let serving = Serving::start(args);
+        assert_eq!(
+            serving.count_in_log(expected),
+            1,
+            "{args:?}: {:?}",
+            serving.log
+        );
+        serving.signal("TERM");
+        serving.wait_for_exit_0();
+    }
 }
 
 #[test]

@@ -83,7 +83,9 @@ fn chatty_connection_outlives_the_idle_timeout() {
 
 #[test]
 fn without_an_idle_timeout_silent_connections_stay_open() {
-    let server = common::start(common::config());
+    let mut config = common::config();
+    config.idle_timeout = None;
+    let server = common::start(config);
     let mut client = server.connect();
     common::assert_echo(&mut client, b"x");
     client.set_read_timeout(Some(IDLE * 2)).expect("timeout");
@@ -98,4 +100,35 @@ fn without_an_idle_timeout_silent_connections_stay_open() {
     drop(client);
     let report = server.join();
     assert_eq!((report.timed_out, report.drained), (0, 1), "{report}");
+}
+
+/// Issue 10: a client that reads the idle close's EOF but never closes its end holds its slot
+/// for the idle timeout plus a grace of at most a second, not for a second idle period. With one
+/// slot, the next client is served as soon as it is freed.
+#[test]
+fn issue_10_a_lingering_idle_close_frees_its_slot_within_the_timeout_plus_a_second() {
+    /// Long enough that "plus a grace of 1 s" and "plus another idle period" are far apart.
+    const LONG_IDLE: Duration = Duration::from_secs(3);
+    /// The grace (1 s) plus room for a loaded machine; a second idle period would be 3 s.
+    const BOUND: Duration = Duration::from_secs(5);
+    let mut config = common::config();
+    config.idle_timeout = Some(LONG_IDLE);
+    config.max_connections = 1;
+    let server = common::start(config);
+
+    let mut first = server.connect();
+    common::assert_echo(&mut first, b"then silence\n");
+    let silent_since = Instant::now();
+    let mut byte = [0; 1];
+    assert_eq!(first.read(&mut byte).expect("the idle close's EOF"), 0);
+    // `first` stays open and silent: the server lingers, waiting for a close that never comes.
+    let mut second = server.connect();
+    common::assert_echo(&mut second, b"served in the freed slot\n");
+    let freed = silent_since.elapsed();
+    eprintln!("slot freed {freed:?} after the last traffic (idle timeout {LONG_IDLE:?})");
+    assert!(freed < BOUND, "the slot was held for {freed:?}");
+    drop((first, second));
+
+    let report = server.shutdown();
+    assert_eq!(report.timed_out, 1, "{report}");
 }

@@ -29,7 +29,8 @@ options:
                              it at net.core.somaxconn [default: 1024]
       --max-buffer BYTES     unsent echo held per connection before reading pauses [default: 65536]
       --drain-timeout SECS   how long a graceful shutdown waits for clients [default: 5]
-      --idle-timeout SECS    close connections silent this long [default: never]
+      --idle-timeout SECS    close connections silent this long; 'never' or 0 turns it off
+                             [default: 300]
   -v, --verbose              more log output (repeat for trace)
   -q, --quiet                less log output (repeat for errors only, then none)
   -h, --help                 print this help
@@ -80,7 +81,16 @@ fn main() -> ExitCode {
 }
 
 fn serve(config: Config) -> io::Result<netgrace::Report> {
+    let idle_timeout = config.idle_timeout;
     let server = Server::bind(config)?;
+    // Said once at startup: the default closes silent clients, which an operator should know.
+    match idle_timeout {
+        Some(timeout) => info!(
+            "idle timeout {} s (--idle-timeout never turns it off)",
+            timeout.as_secs_f64()
+        ),
+        None => info!("idle timeout off"),
+    }
     // Before announcing the address: a signal from someone who saw it must reach our handler,
     // not the default action that kills the process.
     watch_signals(server.shutdown_handle())?;
@@ -141,15 +151,13 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, lexopt::Er
                 config.drain_timeout = parse_secs(parser.value()?, "--drain-timeout")?;
             }
             Long("idle-timeout") => {
-                let timeout = parse_secs(parser.value()?, "--idle-timeout")?;
-                if timeout.is_zero() {
-                    return Err(
-                        "invalid value '0' for '--idle-timeout': must be more than 0 \
-                                (omit it to never time out)"
-                            .into(),
-                    );
-                }
-                config.idle_timeout = Some(timeout);
+                let value = parser.value()?;
+                config.idle_timeout = if value == "never" {
+                    None
+                } else {
+                    // Zero turns it off too, as 0 does for timeouts in nginx and HAProxy.
+                    Some(parse_secs(value, "--idle-timeout")?).filter(|t| !t.is_zero())
+                };
             }
             Short('v') | Long("verbose") => verbosity += 1,
             Short('q') | Long("quiet") => verbosity -= 1,
