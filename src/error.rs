@@ -7,6 +7,8 @@ use std::error::Error;
 use std::fmt;
 use std::io;
 
+use crate::Report;
+
 /// Adds what we were doing to an OS error, keeping the original inside so that nothing is lost:
 /// the kind stays the same (callers can still match on it), the message reads
 /// `bind 127.0.0.1:5388: address already in use (os error 98)`, and the original error, with its
@@ -52,6 +54,47 @@ impl Error for Context {
     }
 }
 
+/// Attaches the counts of a run to the error that ended it, so they are not lost with the
+/// server that `run` consumed. The kind and the message stay those of `err`; the counts are
+/// read back with [`report_of`] (publicly, `Report::from_failed_run`).
+pub(crate) fn with_report(err: io::Error, report: Report) -> io::Error {
+    let kind = err.kind();
+    io::Error::new(
+        kind,
+        Failed {
+            source: err,
+            report,
+        },
+    )
+}
+
+/// The counts carried by an error made by [`with_report`].
+pub(crate) fn report_of(err: &io::Error) -> Option<&Report> {
+    err.get_ref()?
+        .downcast_ref::<Failed>()
+        .map(|failed| &failed.report)
+}
+
+/// The payload of an error made by [`with_report`].
+#[derive(Debug)]
+struct Failed {
+    source: io::Error,
+    report: Report,
+}
+
+impl fmt::Display for Failed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.source.fmt(f)
+    }
+}
+
+impl Error for Failed {
+    /// One step down, as for a [`context`] error: the OS error itself.
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.source.source()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,6 +107,23 @@ mod tests {
             "bind 127.0.0.1:5388: address already in use (os error 98)"
         );
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+    }
+
+    #[test]
+    fn issue_10_a_failed_runs_error_carries_its_report_and_keeps_its_cause() {
+        let report = Report {
+            accepted: 3,
+            ..Report::default()
+        };
+        let err = with_report(context("poll", io::Error::from_raw_os_error(22)), report);
+        assert_eq!(report_of(&err).map(|report| report.accepted), Some(3));
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(err.to_string(), "poll: invalid argument (os error 22)");
+        let os = err
+            .source()
+            .and_then(|source| source.downcast_ref::<io::Error>());
+        assert_eq!(os.and_then(io::Error::raw_os_error), Some(22));
+        assert!(report_of(&io::Error::from_raw_os_error(22)).is_none());
     }
 
     #[test]

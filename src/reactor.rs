@@ -150,8 +150,13 @@ impl Reactor {
     }
 
     /// Runs turns until shutdown completes.
-    pub(crate) fn run(mut self) -> io::Result<Report> {
-        let mut events = Events::with_capacity(EVENTS_PER_TURN);
+    pub(crate) fn run(self) -> io::Result<Report> {
+        self.run_with(Events::with_capacity(EVENTS_PER_TURN))
+    }
+
+    /// [`Reactor::run`] with the caller's event buffer (a test gives an empty one, which makes
+    /// `epoll_wait` fail with `EINVAL`: the only way to see the loop itself fail).
+    fn run_with(mut self, mut events: Events) -> io::Result<Report> {
         loop {
             let now = Instant::now();
             // The atomic, not the waker event, is the truth: this sees a request made before run
@@ -175,8 +180,24 @@ impl Reactor {
                     return Ok(self.report);
                 }
             }
-            self.turn(&mut events, now)?;
+            if let Err(err) = self.turn(&mut events, now) {
+                return Err(self.fail(err));
+            }
         }
+    }
+
+    /// The loop itself failed: close what is open (counted as forced) and hand the counts back
+    /// inside the error, so they are not lost with the server `run` consumed.
+    fn fail(mut self, err: io::Error) -> io::Error {
+        log::error!(
+            "event loop failed: {err}; closing {} connections",
+            self.connections.len()
+        );
+        self.force_all();
+        if let Some((started, _)) = self.drain {
+            self.report.shutdown_duration = started.elapsed();
+        }
+        crate::error::with_report(err, self.report)
     }
 
     fn turn(&mut self, events: &mut Events, now: Instant) -> io::Result<()> {

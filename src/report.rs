@@ -51,6 +51,37 @@ pub struct Report {
     pub shutdown_duration: Duration,
 }
 
+impl Report {
+    /// The counts of a run that ended because its event loop failed, carried by the error
+    /// [`Server::run`](crate::Server::run) returned; `None` for any other error.
+    ///
+    /// `run` consumes the server, so without this the counts of a run whose `poll` failed would
+    /// be lost. In such a report the connections still open when the loop failed are counted as
+    /// [`Report::forced`]: `run` closed them before returning.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// let server = netgrace::Server::bind(netgrace::Config::new("127.0.0.1:0".parse().unwrap()))?;
+    /// server.shutdown_handle().shutdown();
+    /// match server.run() {
+    ///     Ok(report) => println!("{report}"),
+    ///     Err(err) => {
+    ///         if let Some(report) = netgrace::Report::from_failed_run(&err) {
+    ///             eprintln!("counts before the failure: {report}");
+    ///         }
+    ///         return Err(err);
+    ///     }
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn from_failed_run(err: &std::io::Error) -> Option<&Report> {
+        crate::error::report_of(err)
+    }
+}
+
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

@@ -206,8 +206,9 @@ impl Server {
     /// # Errors
     ///
     /// Only if the event loop itself fails: the OS error of `epoll_wait(2)` (other than
-    /// [`io::ErrorKind::Interrupted`], which is retried), prefixed with `poll`. Errors on a
-    /// connection close that connection and are counted in [`Report::errors`].
+    /// [`io::ErrorKind::Interrupted`], which is retried), prefixed with `poll`. The counts up to
+    /// the failure are inside it: [`Report::from_failed_run`]. Errors on a connection close that
+    /// connection and are counted in [`Report::errors`].
     ///
     /// # Examples
     ///

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use lexopt::prelude::*;
-use log::{info, warn, LevelFilter};
+use log::{error, info, warn, LevelFilter};
 use netgrace::{Config, Server, ShutdownHandle, MAX_CONNECTIONS_LIMIT};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -73,6 +73,9 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(err) => {
+            if let Some(report) = netgrace::Report::from_failed_run(&err) {
+                error!("stopped by a failure: {report}");
+            }
             // Not through the logger: -q must not hide why the process failed.
             eprintln!("netgrace: {err}");
             ExitCode::FAILURE

@@ -112,3 +112,20 @@ fn a_slot_is_the_size_the_memory_bound_states() {
     let stated = if cfg!(debug_assertions) { 104 } else { 88 };
     assert_eq!(std::mem::size_of::<super::Slot>(), stated);
 }
+
+/// Issue 10: when the loop itself fails, the counts so far come back inside the error, the
+/// connections still open are closed and counted as forced, and the invariant holds. An empty
+/// event buffer makes `epoll_wait` fail with `EINVAL`, the one failure a test can cause.
+#[test]
+fn issue_10_a_failed_poll_returns_the_counts_so_far() -> io::Result<()> {
+    let (mut reactor, addr) = reactor(Config::default())?;
+    let (_client, _key) = connect_and_accept(&mut reactor, addr)?;
+    let err = reactor
+        .run_with(mio::Events::with_capacity(0))
+        .expect_err("epoll_wait with no room for events fails");
+    assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+    assert!(err.to_string().starts_with("poll: "), "{err}");
+    let report = crate::Report::from_failed_run(&err).expect("the counts inside the error");
+    assert_eq!((report.accepted, report.forced), (1, 1), "{report}");
+    Ok(())
+}
