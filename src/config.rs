@@ -120,7 +120,7 @@ pub struct Config {
     /// Default 300 s (5 minutes); `None` turns the timer off; any non-zero duration is valid.
     /// Without a bound, `max_connections` clients that connect and never send would hold every
     /// slot for ever while the next clients wait in the backlog; servers people trust ship one
-    /// (nginx's `keepalive_timeout` is 75 s, HAProxy refuses to start without `timeout client`).
+    /// (nginx's `keepalive_timeout` is 75 s; HAProxy warns at startup when `timeout client` is unset).
     /// "Silent" means no byte moved in either direction. At the limit the connection is closed
     /// as in a graceful shutdown: pending echo is flushed, the write side is shut (the client
     /// reads EOF), and the server reads and discards until the client closes; if the client has

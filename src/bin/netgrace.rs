@@ -158,7 +158,7 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, lexopt::Er
                 config.idle_timeout = if value == "never" {
                     None
                 } else {
-                    // Zero turns it off too, as 0 does for timeouts in nginx and HAProxy.
+                    // Zero turns it off too, as a zero SO_RCVTIMEO means no timeout (socket(7)).
                     Some(parse_secs(value, "--idle-timeout")?).filter(|t| !t.is_zero())
                 };
             }
