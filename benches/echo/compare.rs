@@ -1,10 +1,10 @@
 //! `compare`: netgrace beside tokio (`current_thread` and multi-thread), in every scenario of
-//! issue 5 and the connection storm of issue 8 (`storm.rs`), with medians, ratios, the targets
-//! and the SVG chart.
+//! issue 5, the connection storm of issue 8 (`storm.rs`) and the slow readers of issue 10
+//! (`slow.rs`), with medians, ratios, the targets and the SVG chart.
 //!
 //! ```text
 //! cargo bench --bench echo -- compare [--rounds 5] [--secs 1.5] [--svg target/echo-compare.svg]
-//!                                     [--only load|idle|syscalls|inproc|storm]
+//!                                     [--only load|idle|syscalls|inproc|storm|slow]
 //! ```
 //!
 //! Each measurement starts a fresh server process pinned to core 0 (the load generator runs on
@@ -21,7 +21,7 @@ use crate::load::{Load, Shape, Stats, Stop};
 use crate::process::{self, Kind, ServerProcess};
 use crate::syscalls::{self, Tracer};
 use crate::table::{Better, Table};
-use crate::{chart, inproc, storm};
+use crate::{chart, inproc, slow, storm};
 
 /// Load before each timed window, not measured: connections warm, caches and allocators settled.
 const WARMUP: Duration = Duration::from_millis(300);
@@ -62,7 +62,7 @@ impl Default for Options {
 }
 
 /// The parts of `compare`, in the order they run; `--only` picks one.
-pub const PARTS: [&str; 5] = ["load", "idle", "syscalls", "inproc", "storm"];
+pub const PARTS: [&str; 6] = ["load", "idle", "syscalls", "inproc", "storm", "slow"];
 
 /// A timed load: its label and shape.
 pub struct Scenario {
@@ -126,6 +126,9 @@ pub fn run(options: &Options) -> io::Result<()> {
     }
     let started = Instant::now();
     eprintln!("{}; {}", machine(), load_average());
+    if let Some(path) = process::netgrace_override() {
+        eprintln!("netgrace: {} (NETGRACE_BIN)", path.display());
+    }
     let secs = Duration::from_secs_f64(options.secs);
     let mut table = Table::default();
     let part = |name: &str| options.only.as_deref().is_none_or(|only| only == name);
@@ -149,6 +152,9 @@ pub fn run(options: &Options) -> io::Result<()> {
     }
     if part("storm") {
         storm::measure(&mut table, options.rounds)?;
+    }
+    if part("slow") {
+        slow::measure(&mut table, options.rounds, secs)?;
     }
 
     let markdown = table.markdown();

@@ -3,18 +3,20 @@
 //! One binary, several modes; arguments go after `--`:
 //!
 //! ```text
-//! cargo bench --bench echo -- compare            # the side-by-side run of docs/benchmarks.md (~4 min)
+//! cargo bench --bench echo -- compare            # the side-by-side run of docs/benchmarks.md (~5 min)
 //! cargo bench --bench echo -- compare --only storm   # just the connection storm
 //! cargo bench --bench echo -- pingpong -c 50     # load against a server already on 127.0.0.1:5388
 //! cargo bench --bench echo -- stream --spawn tokio-ct -t 5
 //! cargo bench --bench echo -- idle -c 10000 -t 30
 //! cargo bench --bench echo -- storm -c 1000 --spawn netgrace
+//! cargo bench --bench echo -- slow -c 10 -t 5 --spawn netgrace
 //! cargo test  --bench echo -- smoke              # CI: a few seconds, fails on any wrong byte
 //! ```
 //!
 //! `cargo bench` alone runs `compare`. The `netgrace` binary it starts is the one Cargo builds
 //! beside this benchmark, in the same profile (`CARGO_BIN_EXE_netgrace`): release under
-//! `cargo bench`, debug under `cargo test`.
+//! `cargo bench`, debug under `cargo test`. `NETGRACE_BIN=PATH` runs another build instead (an
+//! older commit's, for a before/after figure); `compare` then says so on its first line.
 //!
 //! # Layout
 //! - `load.rs`: the engine: C connections, P messages of S bytes in flight, every byte checked;
@@ -22,6 +24,7 @@
 //! - `idle.rs`: N connections opened in batches, held, and watched for EOF at shutdown.
 //! - `storm.rs`: N connects at once against a fresh server, each waiting for one echo;
 //!   `storm/clients.rs`: the clients, driven on one mio `Poll`.
+//! - `slow.rs`: N clients that write without pause and read slowly, paced by a sleep per tick.
 //! - `peer.rs`: the tokio echo server as users write it (`serve-tokio-ct`, `serve-tokio-mt`).
 //! - `process.rs`: servers as child processes: pinning, `/proc` readings, signals.
 //! - `syscalls.rs`: system calls per message, counted with `perf stat` or `strace -c`.
@@ -37,6 +40,7 @@ mod inproc;
 mod load;
 mod peer;
 mod process;
+mod slow;
 mod smoke;
 mod stats;
 mod storm;
@@ -58,12 +62,13 @@ const USAGE: &str = "\
 usage: echo MODE [OPTIONS]   (through cargo: cargo bench --bench echo -- MODE [OPTIONS])
 
 modes:
-  compare [--rounds N] [--secs S] [--svg PATH] [--only load|idle|syscalls|inproc|storm]
+  compare [--rounds N] [--secs S] [--svg PATH] [--only load|idle|syscalls|inproc|storm|slow]
                                                  netgrace beside tokio, every scenario (default mode)
   pingpong [-c CONNS] [-s BYTES] [-p IN_FLIGHT] [-t SECS] [-a ADDR | --spawn SERVER]
   stream   [-c CONNS] [-s BYTES] [-p IN_FLIGHT] [-t SECS] [-a ADDR | --spawn SERVER]
   idle     [-c CONNS] [-t SECS] [-a ADDR | --spawn SERVER]
   storm    [-c CONNS] [-a ADDR | --spawn SERVER]   CONNS connects at once, one echo each
+  slow     [-c CONNS] [-t SECS] [-a ADDR | --spawn SERVER]   clients that read 4 KiB/ms
   smoke                                          seconds long; exit 1 on any wrong byte
   serve-tokio-ct ADDR | serve-tokio-mt ADDR      the peer (compare starts it by itself)
 
@@ -103,6 +108,12 @@ enum Mode {
         clients: usize,
         target: Target,
     },
+    /// Slow readers against the given address or a spawned server.
+    Slow {
+        clients: usize,
+        secs: f64,
+        target: Target,
+    },
     Smoke,
     Serve {
         multi_thread: bool,
@@ -124,6 +135,15 @@ fn run(mode: Mode) -> std::io::Result<()> {
             process::raise_descriptor_limit()?;
             let (addr, _server) = spawn(target)?;
             storm::standalone(addr, clients)
+        }
+        Mode::Slow {
+            clients,
+            secs,
+            target,
+        } => {
+            let (addr, server) = spawn(target)?;
+            let secs = Duration::from_secs_f64(secs);
+            slow::standalone(addr, server.as_ref(), clients, secs)
         }
         Mode::Serve { multi_thread, addr } => peer::serve(addr, multi_thread),
         Mode::Load {
@@ -174,6 +194,7 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Mode, lexopt::Error
         }
         "pingpong" | "stream" | "idle" => parse_load(name, &mut parser),
         "storm" => parse_storm(&mut parser),
+        "slow" => parse_slow(&mut parser),
         _ => Err(format!("unknown mode '{name}'").into()),
     }
 }
@@ -214,6 +235,28 @@ fn parse_storm(parser: &mut lexopt::Parser) -> Result<Mode, lexopt::Error> {
         return Err("-c must be at least 1".into());
     }
     Ok(Mode::Storm { clients, target })
+}
+
+fn parse_slow(parser: &mut lexopt::Parser) -> Result<Mode, lexopt::Error> {
+    let (mut clients, mut secs) = (slow::CLIENTS, 5.0);
+    let mut target = Target::Addr(SocketAddr::from(([127, 0, 0, 1], 5388)));
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Short('c') => clients = parser.value()?.parse()?,
+            Short('t') => secs = parser.value()?.parse()?,
+            Short('a') => target = Target::Addr(parser.value()?.parse()?),
+            Long("spawn") => target = Target::Spawn(parse_kind(&parser.value()?.string()?)?),
+            _ => return Err(arg.unexpected()),
+        }
+    }
+    if clients == 0 {
+        return Err("-c must be at least 1".into());
+    }
+    Ok(Mode::Slow {
+        clients,
+        secs,
+        target,
+    })
 }
 
 fn parse_load(name: String, parser: &mut lexopt::Parser) -> Result<Mode, lexopt::Error> {

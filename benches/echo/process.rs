@@ -45,15 +45,24 @@ impl Kind {
             Ok(std::env::current_exe()?.to_string_lossy().into_owned())
         };
         Ok(match self {
-            // Built by Cargo beside this benchmark, in the same profile.
+            // Built by Cargo beside this benchmark, in the same profile, unless overridden.
             Kind::Netgrace => (
-                env!("CARGO_BIN_EXE_netgrace").to_string(),
+                netgrace_override().map_or(env!("CARGO_BIN_EXE_netgrace").to_string(), |path| {
+                    path.to_string_lossy().into_owned()
+                }),
                 [&["-l", "127.0.0.1:0"], netgrace_flags].concat(),
             ),
             Kind::TokioCt => (me()?, vec!["serve-tokio-ct", "127.0.0.1:0"]),
             Kind::TokioMt => (me()?, vec!["serve-tokio-mt", "127.0.0.1:0"]),
         })
     }
+}
+
+/// Another netgrace binary to run, from `NETGRACE_BIN`: an older build, for a before/after figure.
+pub fn netgrace_override() -> Option<std::path::PathBuf> {
+    std::env::var_os("NETGRACE_BIN")
+        .filter(|path| !path.is_empty())
+        .map(Into::into)
 }
 
 /// The core to pin servers to, if the machine has a second one for the load.
@@ -154,6 +163,28 @@ impl ServerProcess {
         // SAFETY: sysconf has no preconditions; _SC_CLK_TCK is a valid name.
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
         Ok(Duration::from_secs_f64((utime + stime) as f64 / hz))
+    }
+
+    /// On-CPU time of all the process's threads, summed from `/proc/PID/task/*/schedstat` in
+    /// nanoseconds: finer than [`ServerProcess::cpu_time`]'s clock ticks (10 ms), for a scenario
+    /// that keeps the server mostly idle. A thread that exits is no longer counted, so take two
+    /// readings only while the server's threads are all alive (they live as long as it does).
+    pub fn run_time(&self) -> io::Result<Duration> {
+        let mut nanos = 0;
+        for task in std::fs::read_dir(format!("/proc/{}/task", self.pid))? {
+            let schedstat = std::fs::read_to_string(task?.path().join("schedstat"))?;
+            // Three fields (schedstat in proc(5)): time on the CPU, time waiting for it, slices.
+            let on_cpu = schedstat.split_whitespace().next();
+            nanos += on_cpu
+                .and_then(|ns| ns.parse::<u64>().ok())
+                .ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "bad /proc/PID/task/TID/schedstat",
+                    )
+                })?;
+        }
+        Ok(Duration::from_nanos(nanos))
     }
 
     /// Resident memory in bytes (`VmRSS` of `/proc/PID/status`).

@@ -2,8 +2,8 @@
 //!
 //! `cargo test --bench echo -- smoke` (a debug build; `cargo bench` works too). It fails, exiting
 //! non-zero, if any echoed byte is wrong, if a check moves no messages, if a server does not stop
-//! cleanly, if a client of the small connection storm fails, or if the checker misses a byte
-//! flipped on purpose.
+//! cleanly, if a client of the small connection storm fails, if a slow reader's echo is wrong, or
+//! if the checker misses a byte flipped on purpose.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -12,6 +12,7 @@ use std::time::Duration;
 use crate::idle::IdleSet;
 use crate::load::{Load, Shape, Stats, Stop};
 use crate::process::{Kind, ServerProcess};
+use crate::slow::SlowClients;
 use crate::storm::{Storm, STORM_TIMEOUT};
 
 /// Idle connections in the shutdown check: enough for several accept bursts and batches.
@@ -19,6 +20,11 @@ const IDLE: usize = 300;
 /// Clients of the storm check: more than a listen backlog of 128 (mio's and std's) holds, yet a
 /// fraction of a second even in a debug build.
 const STORM_CLIENTS: usize = 200;
+/// netgrace's `max_buffer` in the slow-reader check. Larger than the third of its send buffer
+/// that the kernel frees before each writable event (see `slow.rs`), so flushes are partial and
+/// the pending ring fills and wraps; no power of two, so it wraps at odd places. With the
+/// default 64 KiB every flush empties it and the ring never wraps.
+const SLOW_MAX_BUFFER: &str = "1000003";
 /// Where the corrupting server flips a byte, counted after the opening echo.
 const FLIP_AT: usize = 100;
 
@@ -26,7 +32,7 @@ const FLIP_AT: usize = 100;
 type Check = (&'static str, fn() -> io::Result<String>);
 
 pub fn run() -> io::Result<()> {
-    let checks: [Check; 6] = [
+    let checks: [Check; 7] = [
         ("pingpong 64 B × 10, 1 s, netgrace", || {
             pingpong(Kind::Netgrace, Shape::pingpong(10), 1.0)
         }),
@@ -42,6 +48,10 @@ pub fn run() -> io::Result<()> {
         }),
         ("shutdown with 300 idle, netgrace", shutdown),
         ("storm of 200 connects, netgrace", storm),
+        (
+            "slow readers × 4, 0.5 s, netgrace --max-buffer 1000003",
+            slow_readers,
+        ),
         ("pingpong 64 B × 10, 0.3 s, tokio-ct", || {
             pingpong(Kind::TokioCt, Shape::pingpong(10), 0.3)
         }),
@@ -112,6 +122,19 @@ fn storm() -> io::Result<String> {
         return Err(io::Error::other(outcome.summary()));
     }
     Ok(outcome.summary())
+}
+
+/// Clients that read slowly keep netgrace's pending echo full and wrapping: every byte must come
+/// back in order.
+fn slow_readers() -> io::Result<String> {
+    let flags = &["--max-buffer", SLOW_MAX_BUFFER];
+    let server = ServerProcess::start_with_flags(Kind::Netgrace, None, flags)?;
+    let echoed = SlowClients::connect(server.addr, 4)?.drive(Duration::from_millis(500))?;
+    server.stop()?;
+    if echoed == 0 {
+        return Err(io::Error::other("no echo came back"));
+    }
+    Ok(format!("{echoed} bytes echoed, every byte checked"))
 }
 
 /// Against a server that flips one byte, the load must fail with `InvalidData`.

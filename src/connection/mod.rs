@@ -9,6 +9,7 @@
 //!
 //! Any IO error in any phase closes the connection (`Err` from [`Connection::pump`]).
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 
 /// A byte stream the connection can also half-close. Implemented for mio's `TcpStream` and, in
@@ -63,13 +64,17 @@ pub(crate) enum Status {
 #[derive(Debug)]
 pub(crate) struct Connection<S> {
     stream: S,
-    /// Bytes read but not yet written back are `pending[sent..]`. Filled only when a write falls
-    /// short; emptied (and its allocation released) as soon as everything is written, so an idle
-    /// connection holds no buffer.
-    pending: Vec<u8>,
-    /// How much of `pending` has been written; reset to 0 whenever `pending` is emptied or
-    /// compacted.
-    sent: usize,
+    /// Bytes read but not yet written back, oldest first. Filled only when a write falls short
+    /// (`stash`); written from the front by `flush`, which releases the allocation as soon as
+    /// everything is written, so an idle connection holds no buffer.
+    ///
+    /// A ring, so that writing from the front and appending at the back never move the bytes in
+    /// between: a slow reader costs O(1) per byte, not a shift of the whole backlog per writable
+    /// event. Why not a `Vec` compacted only when it pays: against a slow reader `pending` stays
+    /// full, so each read needs the room just freed at the front, and compaction would be due on
+    /// every event unless reading waited for half the buffer to drain, which would change
+    /// backpressure. See "Pending echo is a ring" in docs/design.md.
+    pending: VecDeque<u8>,
     /// Set by `pump` on EOF and by `begin_drain`; never goes back to `Open`.
     phase: Phase,
     /// While draining: how many more bytes the drain may read and echo before its FIN. Set to
@@ -89,8 +94,7 @@ impl<S: Stream> Connection<S> {
     pub(crate) fn new(stream: S) -> Connection<S> {
         Connection {
             stream,
-            pending: Vec::new(),
-            sent: 0,
+            pending: VecDeque::new(),
             phase: Phase::Open,
             drain_allowance: 0,
             echoed: 0,
@@ -110,7 +114,7 @@ impl<S: Stream> Connection<S> {
 
     /// Bytes read but not yet written back.
     pub(crate) fn pending_len(&self) -> usize {
-        self.pending.len() - self.sent
+        self.pending.len()
     }
 
     /// Starts the graceful end; the next [`Connection::pump`] carries it out.
@@ -236,34 +240,37 @@ impl<S: Stream> Connection<S> {
 
     /// Writes as much pending echo as the socket takes. Returns whether nothing is left pending.
     fn flush(&mut self) -> io::Result<bool> {
-        if self.pending_len() == 0 {
-            return Ok(true);
-        }
-        let unsent = &self.pending[self.sent..];
-        self.sent += write_until_blocked(&mut self.stream, unsent, &mut self.echoed)?;
-        if self.pending_len() > 0 {
-            return Ok(false);
+        while !self.pending.is_empty() {
+            // The oldest bytes run to the end of the ring's allocation and the rest wrap round to
+            // its start: write the first part, then loop for the second. Judgment call: one more
+            // `write` per lap of the ring (once per `capacity` bytes echoed at most) is simpler
+            // than `write_vectored`, which the scripted test streams would also have to model.
+            let (oldest, _) = self.pending.as_slices();
+            let offered = oldest.len();
+            let written = write_until_blocked(&mut self.stream, oldest, &mut self.echoed)?;
+            // The ring's head steps past what was written: no byte moves, and u8 has nothing to
+            // drop (issue_10_a_slow_reader_does_not_move_the_pending_bytes watches the addresses).
+            self.pending.drain(..written);
+            if written < offered {
+                // A partial write: the send buffer is full; the writable edge brings us back.
+                return Ok(false);
+            }
         }
         // Release the allocation: an idle connection holds no buffer (the memory bound counts on it).
-        self.pending = Vec::new();
-        self.sent = 0;
+        self.pending = VecDeque::new();
         Ok(true)
     }
 
-    /// Appends to `pending`, never letting its capacity pass `max_buffer`.
+    /// Appends to `pending`, never letting its capacity pass `max_buffer`. Appending to a ring
+    /// moves nothing already pending; only growing copies it, once per doubling.
     fn stash(&mut self, data: &[u8], max_buffer: usize) {
-        if self.sent > 0 {
-            // Compact: move the unsent tail to the front before growing.
-            self.pending.drain(..self.sent);
-            self.sent = 0;
-        }
         let needed = self.pending.len() + data.len();
         if needed > self.pending.capacity() {
             // Double like Vec would (amortised O(1) appends) but stop at the configured bound.
             let target = (self.pending.capacity() * 2).clamp(needed, max_buffer.max(needed));
             self.pending.reserve_exact(target - self.pending.len());
         }
-        self.pending.extend_from_slice(data);
+        self.pending.extend(data);
     }
 
     fn finish_after_eof(&mut self) -> io::Result<Status> {

@@ -120,12 +120,12 @@ proptest! {
                 written.len(), source.len(), diverge(source, written)
             );
             if p.result.is_ok() {
-                let pending = &p.conn.pending[p.conn.sent..];
+                let pending: Vec<u8> = p.conn.pending.iter().copied().collect();
                 let unsent = &source[written.len()..];
                 prop_assert!(
                     pending == unsent,
                     "pending holds {} bytes, the unsent input is {}; they differ from byte {}",
-                    pending.len(), unsent.len(), diverge(pending, unsent)
+                    pending.len(), unsent.len(), diverge(&pending, unsent)
                 );
             }
             Ok(())

@@ -421,3 +421,40 @@ fn traffic_counts_bytes_both_ways() -> io::Result<()> {
     assert_eq!(conn.traffic(), 6);
     Ok(())
 }
+
+/// Where each pending byte sits in memory, oldest first.
+fn addresses(conn: &Connection<Script>) -> Vec<usize> {
+    let (oldest, newest) = conn.pending.as_slices();
+    (oldest.iter().chain(newest))
+        .map(|byte| std::ptr::from_ref(byte).addr())
+        .collect()
+}
+
+/// Issue 10, item 5: a client reads 64 bytes per writable event while `pending` stays full. The
+/// bytes that stay pending across a pump may move at most as often as bytes are echoed (O(1) per
+/// byte); the old `Vec::drain(..sent)` moved 960 of them per 64 echoed, the ring moves none.
+#[test]
+fn issue_10_a_slow_reader_does_not_move_the_pending_bytes() -> io::Result<()> {
+    let (max_buffer, scratch) = (1024, &mut [0; 256]);
+    let mut conn = Connection::new(Script::new().data(&[7; 64 * 1024]));
+    conn.stream.writes.push_back(blocked());
+    while conn.pending_len() < max_buffer {
+        conn.pump(scratch, max_buffer, true)?;
+    }
+    let (mut moved, start) = (0, conn.echoed());
+    for _ in 0..200 {
+        // The client reads a little: the writable edge, then the send buffer is full again.
+        conn.stream.writes = VecDeque::from([WriteStep::Take(64), blocked()]);
+        let before = addresses(&conn);
+        let written = conn.echoed();
+        conn.pump(scratch, max_buffer, true)?;
+        let kept = &before[(conn.echoed() - written) as usize..];
+        let after = addresses(&conn);
+        moved += kept.iter().zip(&after).filter(|(a, b)| a != b).count();
+        assert_eq!(conn.pending_len(), max_buffer, "refilled what was sent");
+    }
+    let echoed = conn.echoed() - start;
+    assert_eq!(echoed, 200 * 64);
+    assert!(moved as u64 <= echoed, "moved {moved} B to echo {echoed} B");
+    Ok(())
+}
