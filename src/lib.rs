@@ -115,7 +115,7 @@ mod server;
 mod shutdown;
 
 pub use config::{Config, DEFAULT_IDLE_TIMEOUT, DEFAULT_PORT, MAX_CONNECTIONS_LIMIT};
-pub use report::Report;
+pub use report::{Report, Stop};
 pub use server::Server;
 pub use shutdown::ShutdownHandle;
 

@@ -31,6 +31,7 @@ use crate::shutdown::{Request, Shared};
 use crate::{Config, Report};
 
 mod accept;
+mod drain;
 mod idle;
 #[cfg(test)]
 mod tests;
@@ -121,6 +122,9 @@ pub(crate) struct Reactor {
     /// When the graceful drain began and when it must end; `None` while serving. A deadline of
     /// `None` inside means "wait for ever" (a `drain_timeout` too large to add to `Instant`).
     drain: Option<(Instant, Option<Instant>)>,
+    /// During a drain, until when the connections that have sent nothing yet wait for their
+    /// first bytes before their FIN (`reactor/drain.rs`); `None` once that grace is over.
+    first_bytes_until: Option<Instant>,
     report: Report,
 }
 
@@ -145,6 +149,7 @@ impl Reactor {
             backoff: Backoff::default(),
             accept_pending: true,
             drain: None,
+            first_bytes_until: None,
             report: Report::default(),
         }
     }
@@ -163,8 +168,12 @@ impl Reactor {
             // started and one whose wake-up coalesced with another.
             match self.shared.request() {
                 Request::Immediate => return Ok(self.stop_now(now)),
-                Request::Graceful if self.drain.is_none() => self.begin_drain(now),
+                Request::Graceful if self.drain.is_none() => self.begin_drain(now, false),
+                Request::HandOver if self.drain.is_none() => self.begin_drain(now, true),
                 _ => {}
+            }
+            if self.first_bytes_until.is_some_and(|until| now >= until) {
+                self.end_first_bytes_grace(now);
             }
             if let Some((started, deadline)) = self.drain {
                 if deadline.is_some_and(|deadline| now >= deadline) && !self.connections.is_empty()
@@ -197,6 +206,7 @@ impl Reactor {
         if let Some((started, _)) = self.drain {
             self.report.shutdown_duration = started.elapsed();
         }
+        self.report.stop = crate::Stop::Failure;
         crate::error::with_report(err, self.report)
     }
 
@@ -232,6 +242,10 @@ impl Reactor {
             return Some(Duration::ZERO);
         }
         let mut nearest = self.drain.and_then(|(_, deadline)| deadline);
+        nearest = match (nearest, self.first_bytes_until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let mut consider = |deadline: Instant| {
             nearest = Some(nearest.map_or(deadline, |nearest| nearest.min(deadline)));
         };
@@ -332,56 +346,6 @@ impl Reactor {
         };
         *counter += 1;
         debug!("connection {key}: closed ({ending:?})");
-    }
-
-    /// Graceful shutdown, step 1: accept the clients already in the backlog, close the listener
-    /// so new ones are refused, then start every connection's drain.
-    fn begin_drain(&mut self, now: Instant) {
-        // Clients whose handshake the kernel already completed are waiting in the backlog;
-        // closing the listener would reset them. Accept them first (within the limit), so they
-        // are drained like everyone else: a clean EOF instead of a reset.
-        self.accept_pending = true;
-        while self.can_accept() && !self.backoff.is_paused(now) {
-            self.accept_burst(now);
-        }
-        if let Some(mut listener) = self.listener.take() {
-            // Deregister, then drop (close): from now on connection attempts are refused.
-            if let Err(err) = self.poll.registry().deregister(&mut listener) {
-                debug!("deregister listener: {err}");
-            }
-        }
-        self.accept_pending = false;
-        self.drain = Some((now, now.checked_add(self.config.drain_timeout)));
-        info!(
-            "shutting down: listener closed, draining {} connections",
-            self.connections.len()
-        );
-        // Readiness is edge-triggered: a connection with nothing happening would never get an
-        // event to start its drain, so each is pumped once now. One allocation, once per run.
-        let keys: Vec<usize> = self.connections.iter().map(|(key, _)| key).collect();
-        for key in keys {
-            if let Some(slot) = self.connections.get_mut(key) {
-                slot.connection.begin_drain(self.config.max_buffer);
-                self.pump(key, false, now);
-            }
-        }
-    }
-
-    /// Closes every connection now, pending echo and unread input included.
-    fn force_all(&mut self) {
-        let keys: Vec<usize> = self.connections.iter().map(|(key, _)| key).collect();
-        for key in keys {
-            self.close(key, Ending::Forced);
-        }
-    }
-
-    /// Immediate shutdown: close the listener and every connection now.
-    fn stop_now(mut self, now: Instant) -> Report {
-        let started = self.drain.map_or(now, |(started, _)| started);
-        self.listener = None;
-        self.force_all();
-        self.report.shutdown_duration = started.elapsed();
-        self.report
     }
 }
 

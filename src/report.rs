@@ -49,6 +49,48 @@ pub struct Report {
     pub timed_out: u64,
     /// From the moment the reactor saw the shutdown request to the moment `run` returned.
     pub shutdown_duration: Duration,
+    /// How the run ended: which request it acted on last, or a failure of the loop itself.
+    pub stop: Stop,
+}
+
+/// How a [`Server::run`](crate::Server::run) ended, in [`Report::stop`].
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> std::io::Result<()> {
+/// let server = netgrace::Server::bind(netgrace::Config::new("127.0.0.1:0".parse().unwrap()))?;
+/// server.shutdown_handle().shutdown_now();
+/// assert_eq!(server.run()?.stop, netgrace::Stop::Immediate);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Stop {
+    /// [`ShutdownHandle::shutdown`](crate::ShutdownHandle::shutdown): the backlog was accepted
+    /// and drained with the rest. Connections the drain deadline cut are in [`Report::forced`].
+    #[default]
+    Graceful,
+    /// [`ShutdownHandle::hand_over`](crate::ShutdownHandle::hand_over): the backlog was left to
+    /// the successor, the open connections drained.
+    HandOver,
+    /// [`ShutdownHandle::shutdown_now`](crate::ShutdownHandle::shutdown_now), possibly during a
+    /// drain: whatever was open was closed at once.
+    Immediate,
+    /// The event loop itself failed ([`Report::from_failed_run`]).
+    Failure,
+}
+
+impl fmt::Display for Stop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Stop::Graceful => "graceful",
+            Stop::HandOver => "hand-over",
+            Stop::Immediate => "immediate",
+            Stop::Failure => "failure",
+        })
+    }
 }
 
 impl Report {
@@ -86,7 +128,7 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "accepted={} peak={} bytes_echoed={} closed={} drained={} forced={} errors={} timed_out={} shutdown_ms={:.3}",
+            "accepted={} peak={} bytes_echoed={} closed={} drained={} forced={} errors={} timed_out={} shutdown_ms={:.3} stop={}",
             self.accepted,
             self.peak_connections,
             self.bytes_echoed,
@@ -95,7 +137,8 @@ impl fmt::Display for Report {
             self.forced,
             self.errors,
             self.timed_out,
-            self.shutdown_duration.as_secs_f64() * 1000.0
+            self.shutdown_duration.as_secs_f64() * 1000.0,
+            self.stop
         )
     }
 }
@@ -116,10 +159,11 @@ mod tests {
             errors: 1,
             timed_out: 3,
             shutdown_duration: Duration::from_micros(1500),
+            stop: Stop::HandOver,
         };
         assert_eq!(
             report.to_string(),
-            "accepted=10 peak=7 bytes_echoed=1234 closed=1 drained=6 forced=2 errors=1 timed_out=3 shutdown_ms=1.500"
+            "accepted=10 peak=7 bytes_echoed=1234 closed=1 drained=6 forced=2 errors=1 timed_out=3 shutdown_ms=1.500 stop=hand-over"
         );
     }
 }

@@ -158,6 +158,41 @@ impl Server {
         self.local_addr
     }
 
+    /// A second descriptor for the listening socket, for a process that will take over from this
+    /// one (a restart without downtime, docs/restart.md).
+    ///
+    /// Both descriptors name one socket with one accept queue: whichever process calls `accept`
+    /// first gets the next client, and the queue outlives either descriptor being closed. Pass
+    /// the copy to the successor (at descriptor 3 with `LISTEN_FDS=1`, as systemd does, so it can
+    /// adopt it with [`Server::from_std`]), wait until it serves, then call
+    /// [`ShutdownHandle::hand_over`] on this server.
+    ///
+    /// The copy is close-on-exec, so only a child it is deliberately mapped into inherits it.
+    /// Drop it before a plain [`ShutdownHandle::shutdown`]: while any descriptor for the socket
+    /// is open, new clients are queued rather than refused, and no one will accept them.
+    ///
+    /// # Errors
+    ///
+    /// The OS error of `fcntl(F_DUPFD_CLOEXEC)`: [`io::ErrorKind`] `Other` with `EMFILE` when the
+    /// process is out of descriptors.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// let server = netgrace::Server::bind(netgrace::Config::new("127.0.0.1:0".parse().unwrap()))?;
+    /// let copy = server.try_clone_listener()?;
+    /// assert_eq!(copy.local_addr()?, server.local_addr());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn try_clone_listener(&self) -> io::Result<std::net::TcpListener> {
+        let copy = socket2::SockRef::from(&self.listener)
+            .try_clone()
+            .map_err(|err| context("duplicate listener", err))?;
+        Ok(copy.into())
+    }
+
     /// A handle that stops this server from any thread; see [`ShutdownHandle`] for its contract.
     ///
     /// Take it before calling [`Server::run`], which consumes the server.

@@ -20,8 +20,12 @@ pub(crate) enum Request {
     Run = 0,
     /// Stop accepting, drain connections, then return.
     Graceful = 1,
+    /// Like `Graceful`, but leave the clients in the accept backlog to another process that
+    /// shares the listening socket. Above `Graceful` because, asked together, the caller has a
+    /// successor, and accepting its clients only to send them an EOF would be wrong.
+    HandOver = 2,
     /// Close everything now and return.
-    Immediate = 2,
+    Immediate = 3,
 }
 
 /// State shared by every handle and the reactor.
@@ -46,6 +50,7 @@ impl Shared {
         match self.request.load(Ordering::Acquire) {
             0 => Request::Run,
             1 => Request::Graceful,
+            2 => Request::HandOver,
             _ => Request::Immediate,
         }
     }
@@ -160,6 +165,59 @@ impl ShutdownHandle {
     /// ```
     pub fn shutdown_now(&self) {
         self.shared.ask(Request::Immediate);
+    }
+
+    /// Asks for a graceful shutdown that leaves the listen backlog to a successor: the clients
+    /// waiting in it are *not* accepted, and the listener is closed at once; then every open
+    /// connection drains exactly as with [`ShutdownHandle::shutdown`], and
+    /// [`Report::stop`](crate::Report::stop) is [`Stop::HandOver`](crate::Stop::HandOver).
+    ///
+    /// This is the old process's half of a restart without downtime: another process holds the
+    /// same listening socket (from [`Server::try_clone_listener`](crate::Server::try_clone_listener),
+    /// passed to it across `exec`) and is already accepting. The kernel keeps one accept queue
+    /// per socket, not per descriptor, so closing this server's descriptor leaves the queue, and
+    /// every client in it, to the successor (docs/restart.md).
+    ///
+    /// Guaranteed, beyond [`ShutdownHandle::shutdown`]'s guarantees for the open connections:
+    /// after the reactor sees the request it calls `accept` no more, so a client the successor
+    /// could serve is never taken by the process that is leaving.
+    ///
+    /// Not guaranteed: anything for the backlog if no other process holds the socket. Then
+    /// closing the listener resets the waiting clients, as the kernel does for any listener
+    /// closed with a non-empty queue; use [`ShutdownHandle::shutdown`] instead.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// use std::io::{Read, Write};
+    /// use netgrace::{Config, Server, Stop};
+    ///
+    /// let old = Server::bind(Config::new("127.0.0.1:0".parse().unwrap()))?;
+    /// let addr = old.local_addr();
+    /// // The successor's copy of the socket; between processes it crosses exec (docs/restart.md).
+    /// let successor = Server::from_std(old.try_clone_listener()?, Config::default())?;
+    /// let successor_handle = successor.shutdown_handle();
+    /// let successor = std::thread::spawn(move || successor.run());
+    ///
+    /// old.shutdown_handle().hand_over();
+    /// assert_eq!(old.run()?.stop, Stop::HandOver);
+    ///
+    /// // The old server is gone; the address still answers.
+    /// let mut client = std::net::TcpStream::connect(addr)?;
+    /// client.write_all(b"still here")?;
+    /// let mut echo = [0; 10];
+    /// client.read_exact(&mut echo)?;
+    /// assert_eq!(&echo, b"still here");
+    /// drop(client);
+    ///
+    /// successor_handle.shutdown();
+    /// successor.join().expect("successor thread panicked")?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn hand_over(&self) {
+        self.shared.ask(Request::HandOver);
     }
 }
 

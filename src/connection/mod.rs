@@ -4,7 +4,10 @@
 //! ```text
 //!   Open ──client EOF──▶ PeerClosed ──pending flushed──▶ closed (clean)
 //!    │
-//!    └──shutdown──▶ Draining ──queued input answered, pending flushed, shutdown(Write)──▶ Lingering ──client EOF──▶ closed (drained)
+//!    ├──shutdown──▶ Draining ──queued input answered, pending flushed, shutdown(Write)──▶ Lingering ──client EOF──▶ closed (drained)
+//!    │                 ▲
+//!    └──shutdown, ──▶ Awaiting ──first bytes, or the grace ends──┘
+//!       nothing read yet
 //! ```
 //!
 //! Any IO error in any phase closes the connection (`Err` from [`Connection::pump`]).
@@ -35,6 +38,11 @@ enum Phase {
     /// Graceful shutdown: answer the input already waiting in the socket (read until it is empty,
     /// at most `max_buffer` bytes), write back everything pending, then shut our write side.
     Draining,
+    /// Graceful shutdown of a connection that has sent nothing yet: its first bytes may be in
+    /// flight (it was accepted a moment ago), so an empty socket does not end it. The first read
+    /// that returns data turns it into `Draining`; so does the end of the grace
+    /// ([`Connection::end_grace`]), and the drain then finds the socket empty and sends its FIN.
+    Awaiting,
     /// Our write side is shut. Read and discard until the client closes: closing a socket that
     /// still has unread input makes Linux send RST (RFC 9293 §3.6.1, RFC 1122 §4.2.2.13), and a
     /// RST can destroy echo the client has not read yet.
@@ -124,12 +132,36 @@ impl<S: Stream> Connection<S> {
     /// before the FIN. A client whose request was already on its way gets its answer, not an EOF
     /// in its place (Go's `Server.Shutdown` waits for in-flight requests for the same reason).
     /// Only what is read after that, while lingering, is discarded.
-    pub(crate) fn begin_drain(&mut self, max_buffer: usize) {
+    ///
+    /// `await_first_bytes`: if the client has sent nothing yet, an empty socket does not end the
+    /// drain until [`Connection::end_grace`]: a client accepted just before the shutdown may
+    /// have its request in flight, and an EOF in place of its answer is exactly what a graceful
+    /// shutdown promises not to give (docs/restart.md, "The race at the hand-over").
+    pub(crate) fn begin_drain(&mut self, max_buffer: usize, await_first_bytes: bool) {
         // A connection whose client already sent EOF has no unread input, so it finishes as it
         // was going to: flush, then close.
         if self.phase == Phase::Open {
-            self.phase = Phase::Draining;
+            // `read` wraps, but a connection that read a multiple of 4 GiB has echoed something.
+            let silent = self.read == 0 && self.echoed == 0;
+            self.phase = if await_first_bytes && silent {
+                Phase::Awaiting
+            } else {
+                Phase::Draining
+            };
             self.drain_allowance = u32::try_from(max_buffer).unwrap_or(u32::MAX);
+        }
+    }
+
+    /// Whether the drain is still waiting for this client's first bytes (see `begin_drain`).
+    pub(crate) fn awaits_first_bytes(&self) -> bool {
+        self.phase == Phase::Awaiting
+    }
+
+    /// Ends the wait for the first bytes: the next pump drains as usual, and finding the socket
+    /// empty sends the FIN. Does nothing in any other phase.
+    pub(crate) fn end_grace(&mut self) {
+        if self.phase == Phase::Awaiting {
+            self.phase = Phase::Draining;
         }
     }
 
@@ -160,7 +192,9 @@ impl<S: Stream> Connection<S> {
         match self.phase {
             Phase::Open => self.echo(scratch, max_buffer, trust_short_read, &mut budget),
             Phase::PeerClosed => self.finish_after_eof(),
-            Phase::Draining => self.drain(scratch, max_buffer, trust_short_read, &mut budget),
+            Phase::Draining | Phase::Awaiting => {
+                self.drain(scratch, max_buffer, trust_short_read, &mut budget)
+            }
             Phase::Lingering => self.linger(scratch, trust_short_read, &mut budget),
         }
     }
@@ -191,9 +225,12 @@ impl<S: Stream> Connection<S> {
                 }
                 Ok(n) => n,
                 // Drained: the next edge will tell us when more arrives. A drain has now answered
-                // everything that was waiting, so it reads no more.
+                // everything that was waiting, so it reads no more; one still awaiting the
+                // client's first bytes keeps waiting for them.
                 Err(err) if would_block(&err) => {
-                    self.drain_allowance = 0;
+                    if self.phase != Phase::Awaiting {
+                        self.drain_allowance = 0;
+                    }
                     return Ok(Status::Open);
                 }
                 // A signal interrupted the call before any data moved: just retry.
@@ -208,6 +245,10 @@ impl<S: Stream> Connection<S> {
             }
             self.read = self.read.wrapping_add(n as u32);
             *budget -= 1;
+            if self.phase == Phase::Awaiting {
+                // The first bytes came: from now on this is an ordinary drain.
+                self.phase = Phase::Draining;
+            }
             if self.phase == Phase::Draining {
                 // n <= want <= the allowance, which fits in u32.
                 self.drain_allowance -= n as u32;
@@ -284,7 +325,7 @@ impl<S: Stream> Connection<S> {
     /// How many bytes a read may take in this phase: the drain's allowance while draining.
     fn read_allowance(&self) -> usize {
         match self.phase {
-            Phase::Draining => self.drain_allowance as usize,
+            Phase::Draining | Phase::Awaiting => self.drain_allowance as usize,
             _ => usize::MAX,
         }
     }
@@ -302,8 +343,9 @@ impl<S: Stream> Connection<S> {
             // input unanswered with no edge to come back for it.
             let status = self.echo(scratch, max_buffer, false, budget)?;
             if self.phase != Phase::Draining || self.drain_allowance > 0 {
-                // The client's EOF came first (PeerClosed finishes it), or backpressure or the
-                // read budget paused the answer: the writable edge or the ready list resumes it.
+                // The client's EOF came first (PeerClosed finishes it), or its first bytes have
+                // not come yet (Awaiting), or backpressure or the read budget paused the answer:
+                // the readable or writable edge, the ready list or the grace's end resumes it.
                 return Ok(status);
             }
         }

@@ -264,7 +264,7 @@ fn drain_answers_waiting_input_then_shuts_write_then_lingers() -> io::Result<()>
     assert_eq!(conn.stream.written, b"ab");
 
     // Shutdown begins with a request already waiting in the socket: it is answered before FIN.
-    conn.begin_drain(64);
+    conn.begin_drain(64, false);
     conn.stream
         .reads
         .push_back(ReadStep::Data(b"late".to_vec()));
@@ -292,7 +292,7 @@ fn drain_waits_while_the_client_does_not_read() -> io::Result<()> {
     let mut conn = Connection::new(Script::new().data(b"abcd").take(1));
     conn.stream.writes.push_back(blocked());
     pump(&mut conn, 64)?;
-    conn.begin_drain(64);
+    conn.begin_drain(64, false);
     // The first drain pump flushes twice (before and after answering), the others once.
     for _ in 0..4 {
         conn.stream.writes.push_back(blocked());
@@ -322,7 +322,7 @@ fn issue_10_a_drain_answers_input_held_back_by_backpressure() -> io::Result<()> 
     // max_buffer 8: the first 8 bytes fill pending, so "request" stays in the socket.
     assert_eq!(pump(&mut conn, 8)?, Status::Open);
     assert_eq!(conn.pending_len(), 8);
-    conn.begin_drain(8);
+    conn.begin_drain(8, false);
     assert_eq!(pump(&mut conn, 8)?, Status::Open, "still backpressured");
     assert_eq!(conn.stream.shutdown_writes.get(), 0);
     // The client reads: writes go through again (the blocked answers ran out).
@@ -342,7 +342,7 @@ fn issue_10_a_drain_answers_input_held_back_by_backpressure() -> io::Result<()> 
 #[test]
 fn a_drain_answers_at_most_max_buffer_bytes() -> io::Result<()> {
     let mut conn = Connection::new(Script::new());
-    conn.begin_drain(10);
+    conn.begin_drain(10, false);
     conn.stream.reads.push_back(ReadStep::Data(vec![7; 30]));
     conn.stream.reads.push_back(ReadStep::Eof);
     let mut status = Status::Busy;
@@ -365,7 +365,7 @@ fn a_client_that_already_sent_eof_just_finishes_during_drain() -> io::Result<()>
     conn.stream.writes.push_back(blocked());
     assert_eq!(conn.pump(&mut [0; 16], 64, false)?, Status::Open);
     assert_eq!(conn.stream.written, b"a");
-    conn.begin_drain(64);
+    conn.begin_drain(64, false);
     assert_eq!(pump(&mut conn, 64)?, Status::Closed);
     assert_eq!(conn.stream.written, b"ab");
     assert_eq!(conn.stream.shutdown_writes.get(), 0);
@@ -393,7 +393,7 @@ fn a_flood_is_served_one_budget_per_pump() -> io::Result<()> {
 fn lingering_discards_within_the_budget_too() -> io::Result<()> {
     use super::READS_PER_PUMP;
     let mut conn = Connection::new(Script::new());
-    conn.begin_drain(64);
+    conn.begin_drain(64, false);
     // Nothing waiting: the drain answers nothing, sends FIN and lingers.
     assert_eq!(pump(&mut conn, 64)?, Status::Open);
     assert_eq!(conn.stream.shutdown_writes.get(), 1);

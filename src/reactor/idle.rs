@@ -84,7 +84,7 @@ impl Reactor {
             }
             debug!("connection {key}: idle timeout, closing");
             slot.timed_out = true;
-            slot.connection.begin_drain(self.config.max_buffer);
+            slot.connection.begin_drain(self.config.max_buffer, false);
             // From the idle list to the closing list, timed from now. Traffic no longer moves
             // it (`pump` touches only connections not timed out): the close gets one grace,
             // not one per trickle of input discarded while lingering.

@@ -316,11 +316,12 @@ pub fn assert_refused(addr: SocketAddr) {
     }
 }
 
-/// Asserts that nothing was accepted, echoed or closed.
+/// Asserts that nothing was accepted, echoed or closed (however the run stopped).
 #[track_caller]
 pub fn assert_empty(report: &Report) {
     let mut empty = Report::default();
     empty.shutdown_duration = report.shutdown_duration;
+    empty.stop = report.stop;
     assert_eq!(report, &empty);
 }
 

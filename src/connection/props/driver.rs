@@ -370,7 +370,7 @@ impl Run {
             input_len: self.conn.stream.input.len(),
             eof_read: self.conn.stream.eof_read,
         });
-        self.conn.begin_drain(self.max_buffer);
+        self.conn.begin_drain(self.max_buffer, false);
     }
 
     fn pump(&mut self, trust: bool, check: &mut Check<'_>) -> Result<Option<End>, TestCaseError> {
