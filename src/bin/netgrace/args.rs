@@ -1,23 +1,18 @@
-//! The `netgrace` binary: parse flags, wire signals to a [`ShutdownHandle`], run the library, and
-//! map errors to exit codes (2 for bad usage, 1 for a failure to start or run).
+//! The command line: flags, their defaults and their errors (each names the flag; the caller
+//! exits 2 with the usage).
 
 use std::ffi::OsString;
-use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::process::ExitCode;
 use std::time::Duration;
 
 use lexopt::prelude::*;
-use log::{error, info, warn, LevelFilter};
-use netgrace::{Config, Server, ShutdownHandle, MAX_CONNECTIONS_LIMIT};
-use signal_hook::consts::{SIGINT, SIGTERM};
-use signal_hook::iterator::Signals;
+use netgrace::{Config, MAX_CONNECTIONS_LIMIT};
 
-const USAGE: &str = "usage: netgrace [-l ADDR] [--max-connections N] [--backlog N] \
+pub(crate) const USAGE: &str = "usage: netgrace [-l ADDR] [--max-connections N] [--backlog N] \
                      [--max-buffer BYTES] [--drain-timeout SECS] [--idle-timeout SECS] \
-                     [-v | -q] [-h] [-V]";
+                     [--restart-timeout SECS] [-v | -q] [-h] [-V]";
 
-const HELP: &str = "\
+pub(crate) const HELP: &str = "\
 netgrace: a TCP echo server that shuts down gracefully
 
 usage: netgrace [OPTIONS]
@@ -31,108 +26,47 @@ options:
       --drain-timeout SECS   how long a graceful shutdown waits for clients [default: 5]
       --idle-timeout SECS    close connections silent this long; 'never' or 0 turns it off
                              [default: 300]
+      --restart-timeout SECS how long SIGHUP waits for the new process to serve before it
+                             gives up and keeps serving [default: 10]
   -v, --verbose              more log output (repeat for trace)
   -q, --quiet                less log output (repeat for errors only, then none)
   -h, --help                 print this help
   -V, --version              print the version
 
 signals: the first SIGINT or SIGTERM stops gracefully (refuse new clients, echo what was read,
-then EOF); a second one stops at once. Logs go to stderr; RUST_LOG sets the level when neither
--v nor -q is given.
+then EOF); a second one stops at once. SIGHUP restarts without dropping a client: the program
+file is run again with the same arguments and the listening socket, and once it serves, this
+process hands over and drains its own connections.
+
+environment: LISTEN_FDS (socket activation: serve the listening socket at descriptor 3
+instead of binding --listen), NOTIFY_SOCKET (systemd readiness), RUST_LOG (the log level when
+neither -v nor -q is given). Logs go to stderr.
 ";
 
+/// How long SIGHUP waits for a successor to serve, by default: a fresh process binds nothing
+/// (it inherits the socket), so it is ready in milliseconds unless something is wrong; ten
+/// seconds leaves room for a cold disk cache on a loaded machine.
+pub(crate) const DEFAULT_RESTART_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// What the command line asks for.
-enum Command {
-    Serve { config: Config, verbosity: i32 },
+pub(crate) enum Command {
+    Serve(Options),
     Help,
     Version,
 }
 
-fn main() -> ExitCode {
-    let (config, verbosity) = match parse(std::env::args_os().skip(1)) {
-        Ok(Command::Serve { config, verbosity }) => (config, verbosity),
-        Ok(Command::Help) => {
-            print!("{HELP}");
-            return ExitCode::SUCCESS;
-        }
-        Ok(Command::Version) => {
-            println!("netgrace {}", env!("CARGO_PKG_VERSION"));
-            return ExitCode::SUCCESS;
-        }
-        Err(err) => return usage_error(&err),
-    };
-    // parse_count already bounds the limits; this catches any rule Config adds later, as a usage
-    // error, before any socket exists.
-    if let Err(err) = config.validate() {
-        return usage_error(&err);
-    }
-    init_logger(verbosity);
-    match serve(config) {
-        Ok(report) => {
-            info!("shutdown complete: {report}");
-            ExitCode::SUCCESS
-        }
-        Err(err) => {
-            if let Some(report) = netgrace::Report::from_failed_run(&err) {
-                error!("stopped by a failure: {report}");
-            }
-            // Not through the logger: -q must not hide why the process failed.
-            eprintln!("netgrace: {err}");
-            ExitCode::FAILURE
-        }
-    }
+/// The options of `Command::Serve`.
+pub(crate) struct Options {
+    pub(crate) config: Config,
+    /// Count of -v minus count of -q.
+    pub(crate) verbosity: i32,
+    pub(crate) restart_timeout: Duration,
 }
 
-fn serve(config: Config) -> io::Result<netgrace::Report> {
-    let idle_timeout = config.idle_timeout;
-    let server = Server::bind(config)?;
-    // Said once at startup: the default closes silent clients, which an operator should know.
-    match idle_timeout {
-        Some(timeout) => info!(
-            "idle timeout {} s (--idle-timeout never turns it off)",
-            timeout.as_secs_f64()
-        ),
-        None => info!("idle timeout off"),
-    }
-    // Before announcing the address: a signal from someone who saw it must reach our handler,
-    // not the default action that kills the process.
-    watch_signals(server.shutdown_handle())?;
-    info!("listening on {}", server.local_addr());
-    server.run()
-}
-
-/// First SIGINT/SIGTERM: graceful; any later one: immediate (nginx's QUIT then TERM, on one key).
-///
-/// Not guaranteed: two signals of the same kind sent back to back, before this thread wakes, may
-/// be delivered as one (a pending signal is a flag, signal(7)); a human pressing Ctrl-C twice is
-/// always far slower than that.
-fn watch_signals(handle: ShutdownHandle) -> io::Result<()> {
-    let mut signals = Signals::new([SIGINT, SIGTERM])
-        .map_err(|err| io::Error::new(err.kind(), format!("install signal handlers: {err}")))?;
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            for (count, signal) in signals.forever().enumerate() {
-                let name = if signal == SIGINT {
-                    "SIGINT"
-                } else {
-                    "SIGTERM"
-                };
-                if count == 0 {
-                    info!("{name}: shutting down gracefully (send again to stop at once)");
-                    handle.shutdown();
-                } else {
-                    warn!("{name} again: stopping at once");
-                    handle.shutdown_now();
-                }
-            }
-        })?;
-    Ok(())
-}
-
-fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, lexopt::Error> {
+pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, lexopt::Error> {
     let mut config = Config::default();
     let mut verbosity = 0;
+    let mut restart_timeout = DEFAULT_RESTART_TIMEOUT;
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next()? {
         match arg {
@@ -162,6 +96,15 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, lexopt::Er
                     Some(parse_secs(value, "--idle-timeout")?).filter(|t| !t.is_zero())
                 };
             }
+            Long("restart-timeout") => {
+                restart_timeout = parse_secs(parser.value()?, "--restart-timeout")?;
+                if restart_timeout.is_zero() {
+                    // Zero would fail every restart before the successor could start.
+                    return Err(
+                        "invalid value for '--restart-timeout': must be more than 0 seconds".into(),
+                    );
+                }
+            }
             Short('v') | Long("verbose") => verbosity += 1,
             Short('q') | Long("quiet") => verbosity -= 1,
             Short('h') | Long("help") => return Ok(Command::Help),
@@ -169,7 +112,11 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, lexopt::Er
             _ => return Err(arg.unexpected()),
         }
     }
-    Ok(Command::Serve { config, verbosity })
+    Ok(Command::Serve(Options {
+        config,
+        verbosity,
+        restart_timeout,
+    }))
 }
 
 /// `IP:PORT`, or `HOST:PORT` resolved now (the first address wins).
@@ -211,23 +158,4 @@ fn parse_secs(value: OsString, option: &str) -> Result<Duration, lexopt::Error> 
             format!("invalid value '{text}' for '{option}': expected seconds, such as 5 or 0.5")
                 .into()
         })
-}
-
-fn usage_error(err: &dyn std::fmt::Display) -> ExitCode {
-    eprintln!("netgrace: {err}\n{USAGE}\ntry 'netgrace --help' for more");
-    ExitCode::from(2)
-}
-
-fn init_logger(verbosity: i32) {
-    let logger = simple_logger::SimpleLogger::new().with_utc_timestamps();
-    let logger = match verbosity {
-        0 => logger.with_level(LevelFilter::Info).env(),
-        1 => logger.with_level(LevelFilter::Debug),
-        v if v >= 2 => logger.with_level(LevelFilter::Trace),
-        -1 => logger.with_level(LevelFilter::Warn),
-        -2 => logger.with_level(LevelFilter::Error),
-        _ => logger.with_level(LevelFilter::Off),
-    };
-    // Fails only if a logger is already set, which nothing else in this binary does.
-    let _ = logger.init();
 }
