@@ -116,6 +116,20 @@ fn idle_timeout_defaults_to_300_s_and_never_or_0_turns_it_off() {
 }
 
 #[test]
+fn bad_restart_timeout_exits_2_naming_option_and_value() {
+    assert_usage_error(
+        &["--restart-timeout", "soon"],
+        &["--restart-timeout", "'soon'"],
+    );
+    assert_usage_error(&["--restart-timeout", "-1"], &["--restart-timeout", "'-1'"]);
+    // Zero would fail every restart before the successor could start.
+    assert_usage_error(
+        &["--restart-timeout", "0"],
+        &["--restart-timeout", "more than 0"],
+    );
+}
+
+#[test]
 fn unparsable_listen_address_exits_2_naming_option_and_value() {
     assert_usage_error(&["--listen", "nonsense"], &["--listen", "'nonsense'"]);
 }
@@ -136,6 +150,7 @@ fn help_exits_0_and_lists_every_option_and_the_default_port() {
             "--max-buffer",
             "--drain-timeout",
             "--idle-timeout",
+            "--restart-timeout",
             "-v, --verbose",
             "-q, --quiet",
             "-h, --help",

@@ -458,3 +458,53 @@ fn issue_10_a_slow_reader_does_not_move_the_pending_bytes() -> io::Result<()> {
     assert!(moved as u64 <= echoed, "moved {moved} B to echo {echoed} B");
     Ok(())
 }
+
+#[test]
+fn a_drain_awaiting_first_bytes_does_not_end_on_an_empty_socket() -> io::Result<()> {
+    let mut conn = Connection::new(Script::new());
+    conn.begin_drain(64, true);
+    assert!(conn.awaits_first_bytes());
+    // Empty socket, twice: still waiting, no FIN.
+    assert_eq!(pump(&mut conn, 64)?, Status::Open);
+    assert_eq!(pump(&mut conn, 64)?, Status::Open);
+    assert_eq!(conn.stream.shutdown_writes.get(), 0);
+
+    // The first bytes arrive: answered, then the FIN, as any drain.
+    conn.stream
+        .reads
+        .push_back(ReadStep::Data(b"first".to_vec()));
+    assert_eq!(pump(&mut conn, 64)?, Status::Open);
+    assert!(!conn.awaits_first_bytes());
+    assert_eq!(conn.stream.written, b"first");
+    assert_eq!(conn.stream.shutdown_writes.get(), 1);
+    Ok(())
+}
+
+#[test]
+fn the_end_of_the_grace_sends_the_fin_to_a_silent_client() -> io::Result<()> {
+    let mut conn = Connection::new(Script::new());
+    conn.begin_drain(64, true);
+    assert_eq!(pump(&mut conn, 64)?, Status::Open);
+    conn.end_grace();
+    assert!(!conn.awaits_first_bytes());
+    assert_eq!(pump(&mut conn, 64)?, Status::Open, "lingers for the EOF");
+    assert_eq!(conn.stream.shutdown_writes.get(), 1);
+    assert!(conn.stream.written.is_empty());
+    Ok(())
+}
+
+#[test]
+fn only_a_client_that_sent_nothing_gets_the_grace() -> io::Result<()> {
+    let mut conn = Connection::new(Script::new().data(b"x"));
+    pump(&mut conn, 64)?;
+    conn.begin_drain(64, true);
+    assert!(!conn.awaits_first_bytes(), "it has sent a byte");
+    pump(&mut conn, 64)?;
+    assert_eq!(conn.stream.shutdown_writes.get(), 1, "FIN at once");
+
+    // The idle timer's close passes false: no grace even for a silent one.
+    let mut silent = Connection::new(Script::new());
+    silent.begin_drain(64, false);
+    assert!(!silent.awaits_first_bytes());
+    Ok(())
+}

@@ -15,7 +15,8 @@ use super::{Ending, Reactor};
 use crate::{Report, Stop};
 
 /// Longest the drain waits for the first bytes of a connection that has sent nothing yet
-/// before sending its FIN; never longer than `drain_timeout`.
+/// before sending its FIN; never longer than half of `drain_timeout`, so that a client which
+/// then reads its EOF still has the other half to close cleanly instead of being forced.
 ///
 /// Why wait at all: a client accepted a moment before the drain began may have its request in
 /// flight, and finding its socket empty would answer it with a bare EOF (at a hand-over the old
@@ -64,7 +65,7 @@ impl Reactor {
             },
             self.connections.len()
         );
-        let grace = FIRST_BYTES_GRACE.min(self.config.drain_timeout);
+        let grace = FIRST_BYTES_GRACE.min(self.config.drain_timeout / 2);
         // Readiness is edge-triggered: a connection with nothing happening would never get an
         // event to start its drain, so each is pumped once now. One allocation, once per run.
         let keys: Vec<usize> = self.connections.iter().map(|(key, _)| key).collect();
