@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use command_fds::{CommandFdExt, FdMapping};
 use log::{info, warn};
 use netgrace::ShutdownHandle;
+use rustix::process::{Pid, Signal};
 
 use crate::activation::READY_NAME;
 use crate::notify;
@@ -127,7 +128,7 @@ impl Restart {
             // Without the waiter nobody would adopt or reap the successor: stop it now.
             warn!("restart failed: cannot start a thread to wait for pid {pid}: {err}");
             self.inner.lock().phase = Phase::Serving;
-            kill(pid);
+            signal(pid, Signal::KILL);
             notify::still_ready("restart failed; still serving");
         }
     }
@@ -141,8 +142,10 @@ impl Restart {
         let main = match state.phase {
             Phase::Starting(pid) => {
                 info!("restart abandoned: stopping successor pid {pid}");
-                // The waiter sees the readiness socket close, then reaps it.
-                kill(pid);
+                // SIGTERM, not SIGKILL: it may have become ready a moment ago and accepted a
+                // client from the shared backlog; a graceful stop drains that client instead of
+                // resetting it. One that is not serving yet has no handler and simply dies.
+                signal(pid, Signal::TERM);
                 true
             }
             Phase::HandedOver(_) => false,
@@ -160,9 +163,13 @@ impl Restart {
         let outcome = wait_until_ready(ours, self.inner.timeout);
         let mut state = self.inner.lock();
         if let Phase::Stopping = state.phase {
-            // A shutdown began while it started: `stop` killed it; reap it.
-            let status = end(&mut child);
-            return info!("successor pid {pid} stopped ({status})");
+            // A shutdown began while it started, and `stop` sent it SIGTERM. Reap it if it is
+            // gone; if it is draining clients it took, let it finish: it is reparented when we
+            // exit.
+            return match child.try_wait() {
+                Ok(Some(status)) => info!("successor pid {pid} stopped ({status})"),
+                _ => info!("successor pid {pid} is stopping by itself"),
+            };
         }
         match outcome {
             Ok(()) => {
@@ -281,14 +288,12 @@ fn end(child: &mut Child) -> String {
     }
 }
 
-/// SIGKILL to a successor we have not reaped, so its pid cannot have been reused.
-fn kill(pid: u32) {
-    let pid = i32::try_from(pid)
-        .ok()
-        .and_then(rustix::process::Pid::from_raw);
+/// Signals a successor we have not reaped, so its pid cannot have been reused.
+fn signal(pid: u32, signal: Signal) {
+    let pid = i32::try_from(pid).ok().and_then(Pid::from_raw);
     if let Some(pid) = pid {
-        if let Err(err) = rustix::process::kill_process(pid, rustix::process::Signal::KILL) {
-            warn!("kill successor: {err}");
+        if let Err(err) = rustix::process::kill_process(pid, signal) {
+            warn!("signal successor: {err}");
         }
     }
 }
