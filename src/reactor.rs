@@ -17,7 +17,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{debug, info};
+use log::{debug, info, log_enabled, trace, Level};
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Poll, Token};
@@ -35,6 +35,9 @@ mod drain;
 mod idle;
 #[cfg(test)]
 mod tests;
+mod trace;
+
+use trace::Wait;
 
 /// The waker's token. Connection tokens are slab keys, below `max_connections`, which
 /// `Config::validate` keeps far below `usize::MAX - 1`; so the top two values are free.
@@ -125,6 +128,8 @@ pub(crate) struct Reactor {
     /// During a drain, until when the connections that have sent nothing yet wait for their
     /// first bytes before their FIN (`reactor/drain.rs`); `None` once that grace is over.
     first_bytes_until: Option<Instant>,
+    /// Turns taken so far: numbers the trace's lines.
+    turns: u64,
     report: Report,
 }
 
@@ -150,6 +155,7 @@ impl Reactor {
             accept_pending: true,
             drain: None,
             first_bytes_until: None,
+            turns: 0,
             report: Report::default(),
         }
     }
@@ -211,12 +217,17 @@ impl Reactor {
     }
 
     fn turn(&mut self, events: &mut Events, now: Instant) -> io::Result<()> {
-        match self.poll.poll(events, self.poll_timeout(now)) {
+        let (timeout, why) = self.poll_timeout(now);
+        match self.poll.poll(events, timeout) {
             Ok(()) => {}
             // A signal landed on this thread: nothing happened, take another turn.
             Err(err) if interrupted(&err) => return Ok(()),
             // The poll itself failed: the loop cannot go on.
             Err(err) => return Err(context("poll", err)),
+        }
+        self.turns += 1;
+        if log_enabled!(Level::Trace) {
+            trace::turn(self.turns, timeout, why, events);
         }
         let now = Instant::now();
         std::mem::swap(&mut self.ready, &mut self.due);
@@ -235,32 +246,38 @@ impl Reactor {
     }
 
     /// How long `poll` may block: until the nearest deadline, or for ever if there is none (the
-    /// waker ends it for a shutdown request).
-    fn poll_timeout(&self, now: Instant) -> Option<Duration> {
+    /// waker ends it for a shutdown request). With it, which deadline that is, for the trace.
+    fn poll_timeout(&self, now: Instant) -> (Option<Duration>, Wait) {
         if !self.ready.is_empty() {
             // Connections with input left over get no new edge: serve them without waiting.
-            return Some(Duration::ZERO);
+            return (Some(Duration::ZERO), Wait::ReadyList);
         }
-        let mut nearest = self.drain.and_then(|(_, deadline)| deadline);
-        nearest = match (nearest, self.first_bytes_until) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        let mut nearest: Option<(Instant, Wait)> = None;
+        let mut consider = |deadline: Option<Instant>, why: Wait| {
+            if let Some(deadline) = deadline {
+                if nearest.is_none_or(|(nearest, _)| deadline < nearest) {
+                    nearest = Some((deadline, why));
+                }
+            }
         };
-        let mut consider = |deadline: Instant| {
-            nearest = Some(nearest.map_or(deadline, |nearest| nearest.min(deadline)));
-        };
-        if let Some(expiry) = self.next_idle_expiry() {
-            consider(expiry);
-        }
+        consider(
+            self.drain.and_then(|(_, deadline)| deadline),
+            Wait::DrainDeadline,
+        );
+        consider(self.first_bytes_until, Wait::FirstBytesGrace);
+        consider(self.next_idle_expiry(), Wait::IdleTimer);
         if self.can_accept() {
             match self.backoff.until() {
                 // Paused after exhaustion: retry when the pause ends, not before.
-                Some(until) if until > now => consider(until),
+                Some(until) if until > now => consider(Some(until), Wait::Backoff),
                 // Connections are waiting in the backlog and no edge will announce them again.
-                _ => return Some(Duration::ZERO),
+                _ => return (Some(Duration::ZERO), Wait::AcceptPending),
             }
         }
-        nearest.map(|deadline| deadline.saturating_duration_since(now))
+        match nearest {
+            Some((deadline, why)) => (Some(deadline.saturating_duration_since(now)), why),
+            None => (None, Wait::Events),
+        }
     }
 
     fn on_connection(&mut self, token: Token, event: &Event, now: Instant) {
@@ -274,12 +291,16 @@ impl Reactor {
     /// this turn may be served twice; the budget still bounds what one turn spends on it.
     fn serve_ready(&mut self, now: Instant) {
         let mut due = std::mem::take(&mut self.due);
+        if !due.is_empty() {
+            trace!("ready list: {} due", due.len());
+        }
         for &(key, id) in &due {
             let key = key as usize;
             // A stale entry: its connection was closed after it was queued (`close` leaves the
             // entry, rather than scan the lists), and the key is empty or, if an accept reused
             // it, held by a connection with another id, which must not be served for it.
             let Some(slot) = self.connections.get_mut(key).filter(|slot| slot.id == id) else {
+                trace!("ready list: c{key} is stale (closed since it was queued), skipped");
                 continue;
             };
             slot.queued = false;
@@ -296,10 +317,14 @@ impl Reactor {
             return;
         };
         let before = slot.connection.traffic();
+        let counters = slot.connection.counters();
         let max_buffer = self.config.max_buffer;
         let result = slot
             .connection
             .pump(&mut self.scratch, max_buffer, trust_short_read);
+        if log_enabled!(Level::Trace) {
+            trace::pump(key, &slot.connection, counters, &result);
+        }
         // Once the idle timer has started a close, traffic (input discarded while lingering)
         // no longer restarts it: the close gets one idle period, not one per trickle.
         if slot.connection.traffic() != before && !slot.timed_out && self.tracks_idle() {
@@ -310,7 +335,7 @@ impl Reactor {
             Ok(Status::Busy) => self.enqueue(key),
             Ok(Status::Closed) => self.close(key, Ending::Clean),
             Err(err) => {
-                debug!("connection {key}: closed on error: {err}");
+                debug!("c{key}: closed on error: {err}");
                 self.close(key, Ending::Error);
             }
         }
@@ -345,7 +370,10 @@ impl Reactor {
             (Ending::Clean, false, true) => &mut self.report.drained,
         };
         *counter += 1;
-        debug!("connection {key}: closed ({ending:?})");
+        debug!(
+            "c{key}: closed ({ending:?}, {} open)",
+            self.connections.len()
+        );
     }
 }
 

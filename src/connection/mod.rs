@@ -56,6 +56,42 @@ enum Phase {
 /// lone stream rarely needs a second turn, small enough that a turn stays in the microseconds.
 pub(crate) const READS_PER_PUMP: usize = 4;
 
+/// Why the last [`Connection::pump`] stopped doing IO: only for the trace (`netgrace -vv`), which
+/// narrates each pump. Recording it is one byte stored per pump, in space the struct already
+/// pads, so it costs nothing measurable when the trace is off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum End {
+    /// A read returned `WouldBlock`: the socket is empty, the next edge brings more.
+    WouldBlock,
+    /// A read returned less than asked, and the event allowed trusting that as "empty".
+    ShortRead,
+    /// `READS_PER_PUMP` reads returned data: the rest waits for the ready list.
+    Budget,
+    /// `pending` is full: reading pauses until the client reads (the writable edge).
+    Backpressure,
+    /// The socket's send buffer is full: the writable edge resumes the writes.
+    WriteBlocked,
+    /// The client's EOF.
+    Eof,
+    /// A drain read all it may (`max_buffer`) and went on to its FIN.
+    Allowance,
+}
+
+impl End {
+    /// The words the trace prints.
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            End::WouldBlock => "read WouldBlock",
+            End::ShortRead => "short read trusted",
+            End::Budget => "read budget spent",
+            End::Backpressure => "backpressure: reading paused",
+            End::WriteBlocked => "write blocked",
+            End::Eof => "client EOF",
+            End::Allowance => "drain allowance spent",
+        }
+    }
+}
+
 /// What [`Connection::pump`] left the connection in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Status {
@@ -96,6 +132,8 @@ pub(crate) struct Connection<S> {
     /// one pump reads far less than 4 GiB, so 32 bits suffice: with `drain_allowance` it fits in
     /// the space the stream's descriptor leaves, keeping a connection at 56 bytes.
     read: u32,
+    /// Why the last pump stopped, for the trace.
+    end: End,
 }
 
 impl<S: Stream> Connection<S> {
@@ -107,6 +145,7 @@ impl<S: Stream> Connection<S> {
             drain_allowance: 0,
             echoed: 0,
             read: 0,
+            end: End::WouldBlock,
         }
     }
 
@@ -118,6 +157,27 @@ impl<S: Stream> Connection<S> {
     /// the pump saw no traffic.
     pub(crate) fn traffic(&self) -> u64 {
         u64::from(self.read).wrapping_add(self.echoed)
+    }
+
+    /// Bytes read (modulo 2^32) and written so far; the trace reports their change per pump.
+    pub(crate) fn counters(&self) -> (u32, u64) {
+        (self.read, self.echoed)
+    }
+
+    /// Why the last pump stopped (for the trace).
+    pub(crate) fn end(&self) -> End {
+        self.end
+    }
+
+    /// The phase's name, for the trace.
+    pub(crate) fn phase_name(&self) -> &'static str {
+        match self.phase {
+            Phase::Open => "open",
+            Phase::PeerClosed => "peer closed",
+            Phase::Draining => "draining",
+            Phase::Awaiting => "awaiting first bytes",
+            Phase::Lingering => "lingering",
+        }
     }
 
     /// Bytes read but not yet written back.
@@ -214,6 +274,7 @@ impl<S: Stream> Connection<S> {
                 // Backpressure: the client is not reading. Data left in the socket raises no new
                 // readable edge, but the writable edge that comes when the client reads brings us
                 // back here, and `flush` then makes room.
+                self.end = End::Backpressure;
                 return Ok(Status::Open);
             }
             let want = room.min(scratch.len()).min(self.read_allowance());
@@ -221,6 +282,7 @@ impl<S: Stream> Connection<S> {
                 // The client shut down its write side (FIN): echo what is left, then close.
                 Ok(0) => {
                     self.phase = Phase::PeerClosed;
+                    self.end = End::Eof;
                     return self.finish_after_eof();
                 }
                 Ok(n) => n,
@@ -231,6 +293,7 @@ impl<S: Stream> Connection<S> {
                     if self.phase != Phase::Awaiting {
                         self.drain_allowance = 0;
                     }
+                    self.end = End::WouldBlock;
                     return Ok(Status::Open);
                 }
                 // A signal interrupted the call before any data moved: just retry.
@@ -255,13 +318,16 @@ impl<S: Stream> Connection<S> {
                 if self.drain_allowance == 0 {
                     // Answered all it may: `drain` goes on to the FIN with what is left of the
                     // budget.
+                    self.end = End::Allowance;
                     return Ok(Status::Open);
                 }
             }
             if trust_short_read && n < want {
+                self.end = End::ShortRead;
                 return Ok(Status::Open);
             }
             if *budget == 0 {
+                self.end = End::Budget;
                 return Ok(Status::Busy);
             }
         }
@@ -319,6 +385,7 @@ impl<S: Stream> Connection<S> {
             // Everything echoed and the client's input fully read: closing sends a clean FIN.
             return Ok(Status::Closed);
         }
+        self.end = End::WriteBlocked;
         Ok(Status::Open)
     }
 
@@ -351,6 +418,7 @@ impl<S: Stream> Connection<S> {
         }
         if !self.flush()? {
             // Wait for the client to read; the drain deadline bounds how long.
+            self.end = End::WriteBlocked;
             return Ok(Status::Open);
         }
         // All echo is in the kernel's hands; FIN goes after it, so the client reads it all first.
@@ -368,20 +436,28 @@ impl<S: Stream> Connection<S> {
         loop {
             // Spent already, by the drain's answer in this same pump: the ready list brings it back.
             if *budget == 0 {
+                self.end = End::Budget;
                 return Ok(Status::Busy);
             }
             match self.stream.read(scratch) {
                 // The client closed too: nothing unread remains, so our close cannot cause a RST.
-                Ok(0) => return Ok(Status::Closed),
+                Ok(0) => {
+                    self.end = End::Eof;
+                    return Ok(Status::Closed);
+                }
                 // Input read after the drain's FIN is discarded, not echoed.
                 Ok(n) => {
                     self.read = self.read.wrapping_add(n as u32);
                     if trust_short_read && n < scratch.len() {
+                        self.end = End::ShortRead;
                         return Ok(Status::Open);
                     }
                     *budget -= 1;
                 }
-                Err(err) if would_block(&err) => return Ok(Status::Open),
+                Err(err) if would_block(&err) => {
+                    self.end = End::WouldBlock;
+                    return Ok(Status::Open);
+                }
                 Err(err) if interrupted(&err) => {}
                 Err(err) => return Err(err),
             }

@@ -4,7 +4,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use log::{debug, info, warn};
+use log::{debug, info, trace, warn};
 use mio::net::TcpStream;
 use mio::{Interest, Token};
 
@@ -22,6 +22,16 @@ impl Reactor {
     pub(super) fn accept_burst(&mut self, now: Instant) {
         for _ in 0..ACCEPT_BURST {
             if !self.can_accept() || self.backoff.is_paused(now) {
+                if self.accept_pending && self.listener.is_some() {
+                    trace!(
+                        "accept: {}; the backlog waits",
+                        if self.backoff.is_paused(now) {
+                            "paused after exhaustion"
+                        } else {
+                            "at max_connections"
+                        }
+                    );
+                }
                 return;
             }
             let Some(listener) = &self.listener else {
@@ -37,6 +47,7 @@ impl Reactor {
                 // The backlog is empty: the next readable edge announces the next client. Accepting
                 // works again too, so an exhaustion episode (if any) is over.
                 Err(err) if would_block(&err) => {
+                    trace!("accept: WouldBlock, the backlog is empty");
                     self.accept_pending = false;
                     self.end_backoff(now);
                 }
@@ -134,7 +145,11 @@ impl Reactor {
             self.idle.push_back(&mut self.connections, token.0);
         }
         self.report.peak_connections = self.report.peak_connections.max(self.connections.len());
-        debug!("connection {}: accepted from {peer}", token.0);
+        debug!(
+            "c{}: accepted from {peer} ({} open)",
+            token.0,
+            self.connections.len()
+        );
         Ok(())
     }
 
@@ -281,6 +296,7 @@ mod tests {
             assert_eq!(reactor.report.accepted, 0);
             assert!(reactor
                 .poll_timeout(now)
+                .0
                 .is_some_and(|t| t > Duration::ZERO));
         }
         Ok(())

@@ -70,7 +70,7 @@ impl Reactor {
             if now < slot.idle.since() + Self::close_grace(timeout) {
                 break;
             }
-            debug!("connection {key}: idle close did not finish, cutting it");
+            debug!("c{key}: idle close did not finish, cutting it");
             self.close(key, Ending::Forced);
         }
         while let Some(key) = self.idle.oldest() {
@@ -82,7 +82,7 @@ impl Reactor {
             if expiry.is_none_or(|expiry| now < expiry) {
                 break;
             }
-            debug!("connection {key}: idle timeout, closing");
+            debug!("c{key}: idle timeout, closing");
             slot.timed_out = true;
             slot.connection.begin_drain(self.config.max_buffer, false);
             // From the idle list to the closing list, timed from now. Traffic no longer moves

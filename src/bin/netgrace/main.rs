@@ -161,7 +161,10 @@ fn init_logger(verbosity: i32) {
     let logger = match verbosity {
         0 => logger.with_level(LevelFilter::Info).env(),
         1 => logger.with_level(LevelFilter::Debug),
-        v if v >= 2 => logger.with_level(LevelFilter::Trace),
+        // The loop's own narration; mio's registration lines would only interleave with it.
+        v if v >= 2 => logger
+            .with_level(LevelFilter::Trace)
+            .with_module_level("mio", LevelFilter::Debug),
         -1 => logger.with_level(LevelFilter::Warn),
         -2 => logger.with_level(LevelFilter::Error),
         _ => logger.with_level(LevelFilter::Off),
