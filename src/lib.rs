@@ -8,6 +8,9 @@
 //! listener, a [`mio::Waker`] any thread can wake, and one per connection — so "stop" is an event
 //! like any other, and every step of stopping is explicit.
 //!
+//! Along the way it can hand its listening socket to a successor, so that a restart refuses no
+//! client (docs/restart.md).
+//!
 //! # A complete program
 //!
 //! ```
@@ -49,9 +52,11 @@
 //!   [`Server::local_addr`] tells which port the OS picked;
 //! - [`Server::shutdown_handle`] gives a [`ShutdownHandle`] that any thread may use, before,
 //!   during or after the run: [`ShutdownHandle::shutdown`] is graceful,
-//!   [`ShutdownHandle::shutdown_now`] immediate;
+//!   [`ShutdownHandle::shutdown_now`] immediate, and [`ShutdownHandle::hand_over`] is graceful
+//!   but leaves the waiting clients to a successor sharing the socket
+//!   ([`Server::try_clone_listener`]);
 //! - [`Server::run`] serves on the calling thread until shutdown completes and returns a
-//!   [`Report`].
+//!   [`Report`], whose [`Report::stop`] (a [`Stop`]) says how the run ended.
 //!
 //! # Layout
 //!
@@ -60,10 +65,14 @@
 //! - `listener`: the listening socket, bound with the configured backlog.
 //! - `descriptors`: the descriptor table, reserved at startup for `max_connections`.
 //! - `error`: the context added to OS errors (`bind ADDR: reason`), the original kept inside.
-//! - `reactor`: the loop: token space, one turn, dispatch, the ready list, drain.
+//! - `reactor`: the loop: token space, one turn, dispatch, the ready list.
+//! - `reactor::drain`: the ways to stop: graceful or hand-over drain, the first-bytes grace,
+//!   the immediate stop.
+//! - `reactor::trace`: the loop narrating itself at log level trace (`netgrace -vv`).
 //! - `reactor::accept`: the accept burst, the pause after exhaustion, registration, and the
 //!   accept-error classification.
-//! - `connection`: one client's echo buffer and phases, generic over the stream.
+//! - `connection`: one client's echo buffer and phases, generic over the stream;
+//!   `connection::drain`: its graceful end.
 //! - `shutdown`: [`ShutdownHandle`]: an atomic request plus a waker.
 //! - `backoff`: the accept pause after running out of descriptors.
 //! - `idle`: the idle timer, a list of connections ordered by last traffic.
@@ -87,7 +96,11 @@
 //!   `max_connections`), then the listener closes and later connection attempts are refused;
 //!   every client receives the echo of all the server had read and of the input already waiting
 //!   in its socket (up to `max_buffer` bytes), then EOF, not a reset; `run` returns within
-//!   `drain_timeout`.
+//!   `drain_timeout`. A client that has sent nothing yet when the drain begins gets up to a
+//!   second (at most half of `drain_timeout`) for its first bytes before its EOF, so a request
+//!   racing the shutdown is answered.
+//! - Hand-over: the clients waiting in the backlog are not accepted; they stay queued for the
+//!   process that shares the socket (docs/restart.md). The open connections drain as above.
 //! - Stopping an idle server takes about a millisecond.
 //! - No `unsafe` code in this crate.
 //!

@@ -148,7 +148,7 @@ fn a_drain_answers_a_client_whose_first_bytes_arrive_after_it_began() {
 /// half of `drain_timeout`, not before and not after the deadline, and counts as drained when it
 /// then closes.
 #[test]
-fn the_first_bytes_grace_ends_at_the_drain_deadline() {
+fn the_first_bytes_grace_ends_at_half_the_drain_deadline() {
     const DRAIN: Duration = Duration::from_millis(300);
     let mut config = common::config();
     config.drain_timeout = DRAIN;

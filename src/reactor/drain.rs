@@ -25,8 +25,9 @@ use crate::{Report, Stop};
 /// completes, so the bytes follow the accept within a round trip plus the client's own
 /// scheduling delay; a second covers the longest round trips on the Internet several times
 /// over and costs a truly silent client only a second more before its EOF. Go's
-/// `Server.Shutdown` waits 5 s for connections in `StateNew`, sized for TLS handshakes, which an
-/// echo server does not have.
+/// `Server.Shutdown` gives connections in `StateNew` 5 s (golang/go#22682: browsers' preconnects
+/// held `Shutdown` up for ever); its bound is for HTTP clients that connect before they know
+/// what to ask, which an echo client does not do.
 pub(super) const FIRST_BYTES_GRACE: Duration = Duration::from_secs(1);
 
 impl Reactor {
