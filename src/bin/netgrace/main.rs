@@ -97,17 +97,9 @@ fn serve(options: Options, inherited: Inherited) -> io::Result<Report> {
     );
     // Before announcing the address: a signal from someone who saw it must reach our handler,
     // not the default action that kills the process.
-    watch_signals(handle, restart)?;
+    watch_signals(handle, restart.clone())?;
     info!("listening on {}{from}", server.local_addr());
-    match inherited.ready {
-        // systemd first (the new MAINPID must be known before the predecessor exits), then the
-        // predecessor, which hands over as soon as it reads this.
-        Some(ready) => {
-            notify::successor_ready();
-            restart::tell_predecessor(ready);
-        }
-        None => notify::ready(),
-    }
+    restart.announce(inherited.ready);
     // The listener is registered and the loop is one call away: whatever is queued now is
     // accepted on its first turn.
     server.run()

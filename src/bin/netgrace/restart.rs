@@ -231,9 +231,31 @@ impl Inner {
     }
 }
 
+impl Restart {
+    /// Says that this process serves: to systemd, and, in a successor, to the predecessor on
+    /// `ready` (which then hands over at once). Not if a SIGINT or SIGTERM came first: a
+    /// successor told to stop must not take the service over, or predecessor and successor
+    /// would both leave. Under the lock, so `stop` comes either before (nothing is announced)
+    /// or after (a plain shutdown of a process that took over).
+    pub(crate) fn announce(&self, ready: Option<UnixStream>) {
+        let state = self.inner.lock();
+        if let Phase::Stopping = state.phase {
+            return info!("not announcing readiness: stopping already");
+        }
+        match ready {
+            // systemd first: the new MAINPID must be known before the predecessor exits.
+            Some(ready) => {
+                notify::successor_ready();
+                tell_predecessor(ready);
+            }
+            None => notify::ready(),
+        }
+    }
+}
+
 /// In the successor: tell the predecessor that we serve. A failure is only logged: the
 /// predecessor then times out, kills us, and keeps serving.
-pub(crate) fn tell_predecessor(mut ready: UnixStream) {
+fn tell_predecessor(mut ready: UnixStream) {
     if let Err(err) = ready.write_all(READY_MESSAGE) {
         warn!("telling the predecessor that we serve: {err}");
     }
