@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::io::Write;
+use std::io::{ErrorKind, Read, Write};
 use std::net::Shutdown;
 use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
@@ -129,4 +129,44 @@ fn echo_is_exact_whatever_the_chunking() {
     let report = server.shutdown();
     assert_eq!(report.bytes_echoed, CHUNKED_BYTES, "{report}");
     assert_eq!((report.accepted, report.closed), (1, 1), "{report}");
+}
+
+/// The server's `max_buffer` in the burst test, which also caps each read (the scratch buffer
+/// is no larger): the burst then needs many reads, many more than one pump's read budget.
+const SMALL_READ_BYTES: usize = 64;
+/// The burst: one write, below the loopback MSS so it arrives as one segment, and one edge.
+const BURST_BYTES: usize = 16 * 1024;
+/// How long the client waits with no echo arriving before it calls the echo stalled. A passing
+/// run needs a few milliseconds; a stalled one never finishes.
+const STALL: Duration = Duration::from_secs(2);
+
+/// Edge-triggered readiness: a burst that arrives with one edge but needs 256 reads (64 pumps'
+/// budgets) comes back whole, although the client sends nothing more that could raise another
+/// edge. A pump that reads once per event stalls here, and so does a budget with no ready list
+/// to come back to the input it left (docs/labs.md, labs 01 and 04).
+#[test]
+fn a_burst_needing_many_reads_comes_back_whole_without_another_edge() {
+    let mut config = common::config();
+    config.max_buffer = SMALL_READ_BYTES;
+    let server = common::start(config);
+    let mut client = server.connect();
+    client.set_read_timeout(Some(STALL)).expect("read timeout");
+    client
+        .write_all(&common::pattern(0, BURST_BYTES))
+        .expect("write the burst");
+
+    let mut echo = vec![0; BURST_BYTES];
+    let mut got = 0;
+    while got < BURST_BYTES {
+        match client.read(&mut echo[got..]) {
+            Ok(0) => panic!("EOF after {got} of {BURST_BYTES} bytes of echo"),
+            Ok(n) => got += n,
+            Err(err) if err.kind() == ErrorKind::Interrupted => {}
+            Err(err) => panic!("echo stalled after {got} of {BURST_BYTES} bytes: {err}"),
+        }
+    }
+    common::assert_pattern(0, &echo);
+    drop(client);
+    let report = server.shutdown();
+    assert_eq!(report.bytes_echoed, BURST_BYTES as u64, "{report}");
 }

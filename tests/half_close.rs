@@ -5,6 +5,7 @@ mod common;
 use std::io::Write;
 use std::net::Shutdown;
 use std::thread;
+use std::time::Duration;
 
 /// More than the socket buffers hold at their initial sizes (Linux defaults: 16 KiB to send,
 /// 128 KiB to receive), so the client's writes and the server's echo overlap in both directions.
@@ -93,4 +94,29 @@ fn half_close_without_data_gets_eof_at_once() {
     let report = server.shutdown();
     assert_eq!((report.accepted, report.closed), (1, 1), "{report}");
     assert_eq!(report.bytes_echoed, 0, "{report}");
+}
+
+/// How long the client of the next test waits for its EOF. A passing run needs a millisecond;
+/// a server that missed the FIN never sends it.
+const EOF_WAIT: Duration = Duration::from_secs(2);
+
+/// The short-read rule's exception: data and FIN that are both waiting when the server first
+/// looks (here they arrive before `run` starts, so its one event reports both) make a short
+/// read that does not mean "drained": the FIN is behind the data, and no later event will
+/// announce it. The server must read on, find the EOF, and close after the echo.
+#[test]
+fn data_and_fin_that_arrive_together_get_their_echo_then_eof() {
+    let server = common::bind(common::config());
+    let mut client = common::connect(server.local_addr());
+    client.write_all(b"last words\n").expect("write");
+    client.shutdown(Shutdown::Write).expect("shutdown write");
+    let server = common::serve(server);
+
+    client
+        .set_read_timeout(Some(EOF_WAIT))
+        .expect("read timeout");
+    assert_eq!(common::read_to_eof(&mut client), b"last words\n");
+
+    let report = server.shutdown();
+    assert_eq!((report.accepted, report.closed), (1, 1), "{report}");
 }
