@@ -80,10 +80,8 @@ impl Lineage {
             for line in BufReader::new(stderr).lines() {
                 // A read error ends the log early; a failed send means the test has gone.
                 let Ok(line) = line else { break };
-                for line in unsplice(&line) {
-                    if tx.send(line.to_owned()).is_err() {
-                        return;
-                    }
+                if tx.send(line).is_err() {
+                    return;
                 }
             }
         });
@@ -189,10 +187,22 @@ impl Lineage {
     }
 
     /// The next stderr line, also kept in `log`, and any successor it names remembered.
+    ///
+    /// Fails the test if the line holds two log records: the processes of a lineage share one
+    /// stderr, and a logger that wrote a record in more than one write(2) would let another
+    /// process's record land inside it (`src/bin/netgrace/logger.rs`).
+    #[track_caller]
     fn next_line(&mut self, deadline: Instant) -> Result<String, RecvTimeoutError> {
         let line = self
             .lines
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))?;
+        let records = (0..line.len())
+            .filter(|&i| line.is_char_boundary(i) && is_timestamp(&line[i..]))
+            .count();
+        assert!(
+            records <= 1,
+            "two log records spliced into one line: {line}"
+        );
         self.remember(&line);
         Ok(line)
     }
@@ -293,23 +303,6 @@ fn wait_until_exited(pid: u32) {
         Ok(Err(err)) => panic!("wait for pid {pid}: {err}"),
         Err(_) => panic!("pid {pid} did not exit within {TIMEOUT:?}"),
     }
-}
-
-/// The log lines in one line of stderr, which holds more than one when two processes of the
-/// lineage logged at once: the logger writes a line and its newline in two write(2) calls, so
-/// another process's line can land between them. Each line starts with its timestamp
-/// (`2024-01-31T12:00:00.000Z`); empty lines (the newlines left over) are dropped.
-fn unsplice(line: &str) -> Vec<&str> {
-    let starts = (1..line.len()).filter(|&i| line.is_char_boundary(i) && is_timestamp(&line[i..]));
-    let mut lines = Vec::new();
-    let mut from = 0;
-    for start in starts.chain([line.len()]) {
-        if !line[from..start].is_empty() {
-            lines.push(&line[from..start]);
-        }
-        from = start;
-    }
-    lines
 }
 
 /// Whether `text` starts with a timestamp such as `2024-01-31T12:00:00.000Z`.
