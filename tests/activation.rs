@@ -192,9 +192,8 @@ fn a_tcp_socket_that_is_not_listening_at_descriptor_3_exits_1() {
     );
 }
 
-/// `LISTEN_FDS=1` with descriptor 3 closed (a shell closes it, then becomes netgrace). The
-/// reason is listenfd's, which does not tell a closed descriptor from one that is not a
-/// socket (it ignores fstat's EBADF), so only the refusal is asserted.
+/// `LISTEN_FDS=1` with descriptor 3 closed (a shell closes it, then becomes netgrace): the
+/// message says so (listenfd alone would say "not a socket"; the binary asks procfs first).
 #[test]
 fn listen_fds_with_descriptor_3_not_open_exits_1() {
     const CLOSE_3: &str = "exec 3>&-; exec \"$@\"";
@@ -202,7 +201,7 @@ fn listen_fds_with_descriptor_3_not_open_exits_1() {
     let taken = addr_of(&held).to_string();
     let mut command = netgrace_under(&["sh", "-c", CLOSE_3, "sh"], &["-l", &taken]);
     command.env("LISTEN_FDS", "1").env_remove("LISTEN_PID");
-    assert_descriptor_3_refused(command, "");
+    assert_descriptor_3_refused(command, "is not open");
 }
 
 /// A SIGHUP restart of a socket-activated server passes the same socket on, and the successor's
