@@ -27,7 +27,8 @@
 //!   `storm/clients.rs`: the clients, driven on one mio `Poll`.
 //! - `slow.rs`: N clients that write without pause and read slowly, paced by a sleep per tick.
 //! - `restart.rs`: connect/echo/close cycles while netgrace is restarted by SIGHUP every second;
-//!   `restart/cycles.rs`: the client threads; `restart/lineage.rs`: the server and its successors.
+//!   `restart/cycles.rs`: the client threads; `restart/lineage.rs`: the server and its
+//!   successors; `restart/timing.rs`: waits for a CPU, log timestamps; `restart/report.rs`: output.
 //! - `peer.rs`: the tokio echo server as users write it (`serve-tokio-ct`, `serve-tokio-mt`).
 //! - `process.rs`: servers as child processes: pinning, `/proc` readings, signals.
 //! - `syscalls.rs`: system calls per message, counted with `perf stat` or `strace -c`.

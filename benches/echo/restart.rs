@@ -19,6 +19,7 @@
 mod cycles;
 mod lineage;
 mod report;
+mod timing;
 
 use std::io;
 use std::time::{Duration, Instant};

@@ -17,10 +17,11 @@ use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use rustix::process::{self as rp, Pid, WaitOptions};
 
+use super::timing::{logged_ms, ms_of_day, run_delay, since_ms, thread_delays};
 use crate::process;
 
 /// The old process's line once its successor serves; the pid follows "successor pid ".
@@ -34,8 +35,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Rounds of kill-and-reap at the end: each round may orphan the next generation to us.
 const SWEEP_ROUNDS: usize = 20;
-/// Milliseconds in a day, for the log lines' time of day.
-const DAY_MS: i64 = 86_400_000;
+/// Longest wait, at the end, for the log reader to see EOF once every server is gone.
+const LOG_EOF_TIMEOUT: Duration = Duration::from_secs(1);
 /// Lines of the servers' log kept for error messages.
 const TRANSCRIPT_LINES: usize = 200;
 
@@ -164,6 +165,10 @@ impl Lineage {
         let said = |line: &str| line.contains(SERVING) || line.contains(FAILED);
         let (at, line) = self.await_line(said, timeout)?;
         let serving = at - signalled;
+        // At once: the old process exits a moment after this line, once its drain is over.
+        // Should it be gone already, only its main thread is left to read (a zombie until
+        // reaped), and the figure covers that thread alone.
+        let old_after = thread_delays(old);
         if line.contains(FAILED) {
             return Ok(Restart::Failed {
                 after: serving,
@@ -179,9 +184,7 @@ impl Lineage {
             io::Error::new(io::ErrorKind::InvalidData, format!("no pid in: {line}"))
         })?;
         let waited = run_delay(self.current).unwrap_or_default();
-        // Each old thread's wait since the SIGHUP; the old process is alive until it has read
-        // "ready" and handed over, so its threads are still there to read.
-        let old_waited = (thread_delays(old).into_iter())
+        let old_waited = (old_after.into_iter())
             .filter_map(|(tid, after)| {
                 let before = old_before.iter().find(|(t, _)| *t == tid)?.1;
                 Some(after.saturating_sub(before))
@@ -296,21 +299,27 @@ impl Drop for Lineage {
         let _ = rp::set_child_subreaper(None);
         // Every writer of the log pipe is gone, so the reader is at EOF or about to be.
         if let Some(log) = self.log.take() {
-            let deadline = Instant::now() + Duration::from_secs(1);
-            while !log.is_finished() && Instant::now() < deadline {
-                self.keep_lines();
-                std::thread::yield_now();
-            }
-            if log.is_finished() {
-                let _ = log.join();
+            let deadline = Instant::now() + LOG_EOF_TIMEOUT;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match self.lines.recv_timeout(left) {
+                    Ok((at, line)) => self.keep(at, line),
+                    // The reader met EOF and dropped its end of the channel.
+                    Err(RecvTimeoutError::Disconnected) => {
+                        let _ = log.join();
+                        break;
+                    }
+                    // Something still holds the pipe: leave the reader, which ends at EOF.
+                    Err(RecvTimeoutError::Timeout) => break,
+                }
             }
         }
     }
 }
 
 /// Waits until `pid` (our child) exits, at most `timeout`, reaps it, and returns its status.
-fn wait_exit(pid: u32, timeout: Duration) -> io::Result<String> {
-    let pid = raw_pid(pid)?;
+fn wait_exit(number: u32, timeout: Duration) -> io::Result<String> {
+    let pid = raw_pid(number)?;
     // A pidfd turns readable when the process exits (pidfd_open(2)); poll gives the timeout
     // that waitpid lacks.
     let pidfd = rp::pidfd_open(pid, rp::PidfdFlags::empty())?;
@@ -326,7 +335,7 @@ fn wait_exit(pid: u32, timeout: Duration) -> io::Result<String> {
     match ready {
         // The timeout: the process still runs; `Drop` of the lineage kills it.
         0 => {
-            let msg = format!("netgrace pid {pid:?} still runs after {timeout:?}");
+            let msg = format!("netgrace pid {number} still runs after {timeout:?}");
             return Err(io::Error::new(io::ErrorKind::TimedOut, msg));
         }
         n if n < 0 => return Err(io::Error::last_os_error()),
@@ -340,62 +349,6 @@ fn wait_exit(pid: u32, timeout: Duration) -> io::Result<String> {
         }),
         // Readable pidfd, yet not reapable: it is not our child (its parent still lives).
         None => Ok("exited; reaped by its parent".to_string()),
-    }
-}
-
-/// Time the main thread of `pid` has spent runnable but waiting for a CPU, from
-/// `/proc/PID/schedstat` (its second field, in ns; proc(5)). The main thread is the one that
-/// starts the server and says "ready".
-fn run_delay(pid: u32) -> io::Result<Duration> {
-    run_delay_of(&format!("/proc/{pid}/schedstat"))
-}
-
-/// The same for each thread of `pid`: (thread id, time waiting for a CPU).
-fn thread_delays(pid: u32) -> Vec<(String, Duration)> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
-    tasks
-        .filter_map(|task| {
-            let task = task.ok()?;
-            let delay = run_delay_of(&task.path().join("schedstat").to_string_lossy()).ok()?;
-            Some((task.file_name().to_string_lossy().into_owned(), delay))
-        })
-        .collect()
-}
-
-/// The second field of a `schedstat` file, in ns.
-fn run_delay_of(path: &str) -> io::Result<Duration> {
-    let schedstat = std::fs::read_to_string(path)?;
-    let waiting = schedstat.split_whitespace().nth(1);
-    let nanos = waiting.and_then(|ns| ns.parse::<u64>().ok());
-    nanos
-        .map(Duration::from_nanos)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad /proc/PID/schedstat"))
-}
-
-/// The time of day in ms (UTC) at the start of a netgrace log line: `2026-11-29T13:05:28.385Z`.
-fn logged_ms(line: &str) -> Option<i64> {
-    let clock = line.get(11..23)?;
-    let (hms, ms) = clock.split_once('.')?;
-    let mut parts = hms.split(':').map(|p| p.parse::<i64>().ok());
-    let (h, m, s) = (parts.next()??, parts.next()??, parts.next()??);
-    Some(((h * 60 + m) * 60 + s) * 1000 + ms.parse::<i64>().ok()?)
-}
-
-/// `time`'s ms of the day, UTC, as in the log lines.
-fn ms_of_day(time: SystemTime) -> i64 {
-    let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or_default();
-    (since_epoch.as_millis() % DAY_MS as u128) as i64
-}
-
-/// From `then` to `logged`, both ms of the day, across midnight if need be.
-fn since_ms(then: i64, logged: i64) -> i64 {
-    let d = (logged - then).rem_euclid(DAY_MS);
-    if d > DAY_MS / 2 {
-        d - DAY_MS
-    } else {
-        d
     }
 }
 
