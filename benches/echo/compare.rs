@@ -1,10 +1,11 @@
 //! `compare`: netgrace beside tokio (`current_thread` and multi-thread), in every scenario of
 //! issue 5, the connection storm of issue 8 (`storm.rs`) and the slow readers of issue 10
-//! (`slow.rs`), with medians, ratios, the targets and the SVG chart.
+//! (`slow.rs`), with medians, ratios, the targets and the SVG chart; then netgrace alone,
+//! restarted under load (issue 9, `restart.rs`: tokio has no restart to compare with).
 //!
 //! ```text
 //! cargo bench --bench echo -- compare [--rounds 5] [--secs 1.5] [--svg target/echo-compare.svg]
-//!                                     [--only load|idle|syscalls|inproc|storm|slow]
+//!                                     [--only load|idle|syscalls|inproc|storm|slow|restart]
 //! ```
 //!
 //! Each measurement starts a fresh server process pinned to core 0 (the load generator runs on
@@ -21,7 +22,7 @@ use crate::load::{Load, Shape, Stats, Stop};
 use crate::process::{self, Kind, ServerProcess};
 use crate::syscalls::{self, Tracer};
 use crate::table::{Better, Table};
-use crate::{chart, inproc, slow, storm};
+use crate::{chart, inproc, restart, slow, storm};
 
 /// Load before each timed window, not measured: connections warm, caches and allocators settled.
 const WARMUP: Duration = Duration::from_millis(300);
@@ -62,7 +63,9 @@ impl Default for Options {
 }
 
 /// The parts of `compare`, in the order they run; `--only` picks one.
-pub const PARTS: [&str; 6] = ["load", "idle", "syscalls", "inproc", "storm", "slow"];
+pub const PARTS: [&str; 7] = [
+    "load", "idle", "syscalls", "inproc", "storm", "slow", "restart",
+];
 
 /// A timed load: its label and shape.
 pub struct Scenario {
@@ -156,10 +159,14 @@ pub fn run(options: &Options) -> io::Result<()> {
     if part("slow") {
         slow::measure(&mut table, options.rounds, secs)?;
     }
+    let mut restarts = String::new();
+    if part("restart") {
+        restarts = restart::measure(&mut table, options.rounds)?;
+    }
 
     let markdown = table.markdown();
     let targets = crate::targets::report(&table);
-    println!("\n{markdown}\n{targets}");
+    println!("\n{markdown}\n{targets}\n{restarts}");
     let svg = chart::render(&table, &machine());
     std::fs::write(&options.svg, svg)?;
     eprintln!(

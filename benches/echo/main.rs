@@ -10,6 +10,7 @@
 //! cargo bench --bench echo -- idle -c 10000 -t 30
 //! cargo bench --bench echo -- storm -c 1000 --spawn netgrace
 //! cargo bench --bench echo -- slow -c 10 -t 5 --spawn netgrace
+//! cargo bench --bench echo -- restart -c 4 -n 10      # SIGHUP every second under load
 //! cargo test  --bench echo -- smoke              # CI: a few seconds, fails on any wrong byte
 //! ```
 //!
@@ -25,6 +26,9 @@
 //! - `storm.rs`: N connects at once against a fresh server, each waiting for one echo;
 //!   `storm/clients.rs`: the clients, driven on one mio `Poll`.
 //! - `slow.rs`: N clients that write without pause and read slowly, paced by a sleep per tick.
+//! - `restart.rs`: connect/echo/close cycles while netgrace is restarted by SIGHUP every second;
+//!   `restart/cycles.rs`: the client threads; `restart/lineage.rs`: the server and its
+//!   successors; `restart/timing.rs`: waits for a CPU, log timestamps; `restart/report.rs`: output.
 //! - `peer.rs`: the tokio echo server as users write it (`serve-tokio-ct`, `serve-tokio-mt`).
 //! - `process.rs`: servers as child processes: pinning, `/proc` readings, signals.
 //! - `syscalls.rs`: system calls per message, counted with `perf stat` or `strace -c`.
@@ -40,6 +44,7 @@ mod inproc;
 mod load;
 mod peer;
 mod process;
+mod restart;
 mod slow;
 mod smoke;
 mod stats;
@@ -62,13 +67,16 @@ const USAGE: &str = "\
 usage: echo MODE [OPTIONS]   (through cargo: cargo bench --bench echo -- MODE [OPTIONS])
 
 modes:
-  compare [--rounds N] [--secs S] [--svg PATH] [--only load|idle|syscalls|inproc|storm|slow]
+  compare [--rounds N] [--secs S] [--svg PATH]
+          [--only load|idle|syscalls|inproc|storm|slow|restart]
                                                  netgrace beside tokio, every scenario (default mode)
   pingpong [-c CONNS] [-s BYTES] [-p IN_FLIGHT] [-t SECS] [-a ADDR | --spawn SERVER]
   stream   [-c CONNS] [-s BYTES] [-p IN_FLIGHT] [-t SECS] [-a ADDR | --spawn SERVER]
   idle     [-c CONNS] [-t SECS] [-a ADDR | --spawn SERVER]
   storm    [-c CONNS] [-a ADDR | --spawn SERVER]   CONNS connects at once, one echo each
   slow     [-c CONNS] [-t SECS] [-a ADDR | --spawn SERVER]   clients that read 4 KiB/ms
+  restart  [-c THREADS] [-n RESTARTS]            connect/echo/close while netgrace gets a
+                                                 SIGHUP every second (spawns netgrace)
   smoke                                          seconds long; exit 1 on any wrong byte
   serve-tokio-ct ADDR | serve-tokio-mt ADDR      the peer (compare starts it by itself)
 
@@ -114,6 +122,8 @@ enum Mode {
         secs: f64,
         target: Target,
     },
+    /// Restarts under load, against a netgrace it starts (no other server restarts).
+    Restart(restart::Plan),
     Smoke,
     Serve {
         multi_thread: bool,
@@ -145,6 +155,7 @@ fn run(mode: Mode) -> std::io::Result<()> {
             let secs = Duration::from_secs_f64(secs);
             slow::standalone(addr, server.as_ref(), clients, secs)
         }
+        Mode::Restart(plan) => restart::standalone(plan),
         Mode::Serve { multi_thread, addr } => peer::serve(addr, multi_thread),
         Mode::Load {
             name,
@@ -195,6 +206,7 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Mode, lexopt::Error
         "pingpong" | "stream" | "idle" => parse_load(name, &mut parser),
         "storm" => parse_storm(&mut parser),
         "slow" => parse_slow(&mut parser),
+        "restart" => parse_restart(&mut parser),
         _ => Err(format!("unknown mode '{name}'").into()),
     }
 }
@@ -257,6 +269,21 @@ fn parse_slow(parser: &mut lexopt::Parser) -> Result<Mode, lexopt::Error> {
         secs,
         target,
     })
+}
+
+fn parse_restart(parser: &mut lexopt::Parser) -> Result<Mode, lexopt::Error> {
+    let mut plan = restart::Plan::ISSUE_9;
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Short('c') => plan.threads = parser.value()?.parse()?,
+            Short('n') => plan.restarts = parser.value()?.parse()?,
+            _ => return Err(arg.unexpected()),
+        }
+    }
+    if plan.threads == 0 || plan.restarts == 0 {
+        return Err("-c and -n must be at least 1".into());
+    }
+    Ok(Mode::Restart(plan))
 }
 
 fn parse_load(name: String, parser: &mut lexopt::Parser) -> Result<Mode, lexopt::Error> {

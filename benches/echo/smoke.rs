@@ -2,8 +2,9 @@
 //!
 //! `cargo test --bench echo -- smoke` (a debug build; `cargo bench` works too). It fails, exiting
 //! non-zero, if any echoed byte is wrong, if a check moves no messages, if a server does not stop
-//! cleanly, if a client of the small connection storm fails, if a slow reader's echo is wrong, or
-//! if the checker misses a byte flipped on purpose.
+//! cleanly, if a client of the small connection storm fails, if a slow reader's echo is wrong, if
+//! a restart under load does not complete or fails a client, or if the checker misses a byte
+//! flipped on purpose.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -12,6 +13,7 @@ use std::time::Duration;
 use crate::idle::IdleSet;
 use crate::load::{Load, Shape, Stats, Stop};
 use crate::process::{Kind, ServerProcess};
+use crate::restart::{self, Plan};
 use crate::slow::SlowClients;
 use crate::storm::{Storm, STORM_TIMEOUT};
 
@@ -25,6 +27,13 @@ const STORM_CLIENTS: usize = 200;
 /// the pending ring fills and wraps; no power of two, so it wraps at odd places. With the
 /// default 64 KiB every flush empties it and the ring never wraps.
 const SLOW_MAX_BUFFER: &str = "1000003";
+/// The restart check: two restarts (so the second SIGHUP goes to a successor) half a second
+/// apart, under two client threads; two seconds in all with its baseline.
+const RESTARTS: Plan = Plan {
+    threads: 2,
+    restarts: 2,
+    interval: Duration::from_millis(500),
+};
 /// Where the corrupting server flips a byte, counted after the opening echo.
 const FLIP_AT: usize = 100;
 
@@ -32,7 +41,7 @@ const FLIP_AT: usize = 100;
 type Check = (&'static str, fn() -> io::Result<String>);
 
 pub fn run() -> io::Result<()> {
-    let checks: [Check; 7] = [
+    let checks: [Check; 8] = [
         ("pingpong 64 B × 10, 1 s, netgrace", || {
             pingpong(Kind::Netgrace, Shape::pingpong(10), 1.0)
         }),
@@ -52,6 +61,9 @@ pub fn run() -> io::Result<()> {
             "slow readers × 4, 0.5 s, netgrace --max-buffer 1000003",
             slow_readers,
         ),
+        ("2 restarts under connect/echo/close, netgrace", || {
+            restart::smoke(RESTARTS)
+        }),
         ("pingpong 64 B × 10, 0.3 s, tokio-ct", || {
             pingpong(Kind::TokioCt, Shape::pingpong(10), 0.3)
         }),

@@ -165,9 +165,12 @@ impl Serving {
         };
         // The binary installs its signal handlers before this line, so signals are safe after it.
         let line = serving.wait_for("listening on ");
+        // The address is the first word: an inherited socket adds "(inherited at ...)" after it.
         let addr = line.rsplit("listening on ").next().unwrap_or_default();
         serving.addr = addr
-            .trim()
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
             .parse()
             .unwrap_or_else(|err| panic!("address in {line:?}: {err}"));
         assert!(serving.addr.ip().is_loopback(), "{line}");
@@ -179,6 +182,11 @@ impl Serving {
     #[track_caller]
     pub fn signal(&self, signal: &str) {
         self.process.signal(signal);
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.process.0.id()
     }
 
     /// Waits (bounded by [`TIMEOUT`]) for a stderr line containing `needle`, and returns it.

@@ -50,6 +50,12 @@ pub(crate) fn from_env() -> io::Result<Inherited> {
     if fds.len() == 0 {
         return Ok(Inherited::default());
     }
+    // listenfd cannot tell a closed descriptor from one that is not a socket; procfs can.
+    if cfg!(target_os = "linux") && std::fs::symlink_metadata("/proc/self/fd/3").is_err() {
+        return Err(invalid(
+            "descriptor 3 from LISTEN_FDS is not open".to_string(),
+        ));
+    }
     let listener = fds
         .take_tcp_listener(0)
         .map_err(|err| invalid(format!("descriptor 3 from LISTEN_FDS: {err}")))?

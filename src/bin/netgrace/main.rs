@@ -3,18 +3,19 @@
 //! usage, 1 for a failure to start or run).
 //!
 //! One file per operator concern: `args.rs` (the command line), `activation.rs` (sockets passed
-//! in `LISTEN_FDS`), `restart.rs` (SIGHUP), `notify.rs` (systemd).
+//! in `LISTEN_FDS`), `restart.rs` (SIGHUP), `notify.rs` (systemd), `logger.rs` (stderr).
 
 use std::io;
 use std::process::ExitCode;
 
-use log::{error, info, warn, LevelFilter};
+use log::{error, info, warn};
 use netgrace::{Report, Server, ShutdownHandle};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 mod activation;
 mod args;
+mod logger;
 mod notify;
 mod restart;
 
@@ -42,7 +43,7 @@ fn main() -> ExitCode {
     if let Err(err) = options.config.validate() {
         return usage_error(&err);
     }
-    init_logger(options.verbosity);
+    logger::init(options.verbosity);
     match inherited.and_then(|inherited| serve(options, inherited)) {
         Ok(report) => {
             info!("shutdown complete: {report}");
@@ -146,21 +147,4 @@ fn watch_signals(handle: ShutdownHandle, restart: Restart) -> io::Result<()> {
 fn usage_error(err: &dyn std::fmt::Display) -> ExitCode {
     eprintln!("netgrace: {err}\n{USAGE}\ntry 'netgrace --help' for more");
     ExitCode::from(2)
-}
-
-fn init_logger(verbosity: i32) {
-    let logger = simple_logger::SimpleLogger::new().with_utc_timestamps();
-    let logger = match verbosity {
-        0 => logger.with_level(LevelFilter::Info).env(),
-        1 => logger.with_level(LevelFilter::Debug),
-        // The loop's own narration; mio's registration lines would only interleave with it.
-        v if v >= 2 => logger
-            .with_level(LevelFilter::Trace)
-            .with_module_level("mio", LevelFilter::Debug),
-        -1 => logger.with_level(LevelFilter::Warn),
-        -2 => logger.with_level(LevelFilter::Error),
-        _ => logger.with_level(LevelFilter::Off),
-    };
-    // Fails only if a logger is already set, which nothing else in this binary does.
-    let _ = logger.init();
 }
