@@ -439,3 +439,81 @@ fn issue_10_input_waiting_in_the_socket_at_shutdown_is_answered() {
     drop(client);
     common::assert_counts(&server.join(), 1, Counts::Drained);
 }
+
+/// The lingering close on its own: the drain's FIN leaves with the client's input still unread
+/// and most of the echo still queued in the server behind it, because the client's receive
+/// window is small. Closing then would make Linux reset the connection and destroy that echo;
+/// lingering lets it arrive, then EOF. Everything is sent before the server runs, and the client
+/// reads only after a while, so the order is fixed: the drain reads its answer, writes it, sends
+/// its FIN and lingers (or closes) in one pump, before the client takes any echo.
+#[test]
+fn echo_queued_behind_the_fin_arrives_although_input_is_left_unread() {
+    /// The drain's answer (`max_buffer`): the server's send buffer takes it in one write.
+    const ANSWER_BYTES: usize = 32 * 1024;
+    /// What the client sends: twice the answer, so that half is still unread at the FIN. Within
+    /// the server's first receive window (two loopback segments, about 128 KiB), so all of it
+    /// has arrived when the write returns.
+    const SENT_BYTES: usize = 2 * ANSWER_BYTES;
+    /// The server's socket buffers, inherited from the listener: room for all of it.
+    const SERVER_BUFFER_BYTES: usize = 256 * 1024;
+    /// The client's receive buffer: far below the answer, so most of it waits in the server.
+    const CLIENT_RECEIVE_BUFFER: usize = 4 * 1024;
+    /// How long the client watches for a reset before it reads. The server sends its FIN within
+    /// a millisecond of starting; this only bounds the wait for a reset that must not come.
+    const RESET_WATCH: Duration = Duration::from_millis(500);
+
+    let listener =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    listener
+        .set_recv_buffer_size(SERVER_BUFFER_BYTES)
+        .expect("SO_RCVBUF");
+    listener
+        .set_send_buffer_size(SERVER_BUFFER_BYTES)
+        .expect("SO_SNDBUF");
+    listener
+        .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind");
+    listener.listen(16).expect("listen");
+    let mut config = common::config();
+    config.max_buffer = ANSWER_BYTES;
+    let server = netgrace::Server::from_std(listener.into(), config).expect("from_std");
+
+    let client =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    client
+        .set_recv_buffer_size(CLIENT_RECEIVE_BUFFER)
+        .expect("SO_RCVBUF");
+    client
+        .connect(&server.local_addr().into())
+        .expect("connect");
+    let mut client = TcpStream::from(client);
+    client.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    client.set_write_timeout(Some(TIMEOUT)).expect("timeout");
+    client
+        .write_all(&common::pattern(0, SENT_BYTES))
+        .expect("write before the server runs");
+
+    server.shutdown_handle().shutdown();
+    let server = common::serve(server);
+    // Not reading yet keeps the echo queued in the server, behind its FIN. A server that closed
+    // now, with input unread, would reset the connection: watch for that first. (Reading at
+    // once would race the close, and the echo might all get through before the reset.)
+    let watching = Instant::now();
+    while watching.elapsed() < RESET_WATCH {
+        if let Some(err) = client.take_error().expect("SO_ERROR") {
+            panic!("the server reset the connection, echo still queued: {err}");
+        }
+        thread::yield_now();
+    }
+    let echo = common::read_to_eof(&mut client);
+    assert_eq!(
+        echo.len(),
+        ANSWER_BYTES,
+        "the drain answers max_buffer bytes"
+    );
+    common::assert_pattern(0, &echo);
+    drop(client);
+    let report = server.join();
+    common::assert_counts(&report, 1, Counts::Drained);
+    assert_eq!(report.bytes_echoed, ANSWER_BYTES as u64, "{report}");
+}
