@@ -343,6 +343,7 @@ impl<S: Stream> Connection<S> {
     fn finish_after_eof(&mut self) -> io::Result<Status> {
         if self.flush()? {
             // Everything echoed and the client's input fully read: closing sends a clean FIN.
+            self.end = End::Eof;
             return Ok(Status::Closed);
         }
         self.end = End::WriteBlocked;
