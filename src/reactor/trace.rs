@@ -15,7 +15,7 @@ use mio::event::Event;
 use mio::Events;
 
 use super::{LISTENER, WAKER};
-use crate::connection::{Connection, Status};
+use crate::connection::{Connection, Status, LINGERING};
 
 /// Which deadline bounded a `poll`: the "why" in `poll(timeout 0 ms: ready list)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,7 +119,8 @@ pub(super) fn pump<S: crate::connection::Stream>(
     let phase = connection.phase_name();
     let change = if phase == phase_before {
         String::new()
-    } else if phase == "lingering" {
+    } else if phase == LINGERING {
+        // Only a drain leads into lingering, and it does so by sending the FIN.
         format!(" (was {phase_before}: FIN sent)")
     } else {
         format!(" (was {phase_before})")
