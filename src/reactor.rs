@@ -317,13 +317,16 @@ impl Reactor {
             return;
         };
         let before = slot.connection.traffic();
-        let counters = slot.connection.counters();
+        // Read before the pump, so the trace can say what the pump changed; `None` (and nothing
+        // formatted) when the trace is off.
+        let traced = log_enabled!(Level::Trace)
+            .then(|| (slot.connection.counters(), slot.connection.phase_name()));
         let max_buffer = self.config.max_buffer;
         let result = slot
             .connection
             .pump(&mut self.scratch, max_buffer, trust_short_read);
-        if log_enabled!(Level::Trace) {
-            trace::pump(key, &slot.connection, counters, &result);
+        if let Some(before) = traced {
+            trace::pump(key, &slot.connection, before, &result);
         }
         // Once the idle timer has started a close, traffic (input discarded while lingering)
         // no longer restarts it: the close gets one idle period, not one per trickle.

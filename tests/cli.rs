@@ -259,7 +259,7 @@ fn second_signal_stops_at_once_and_counts_the_client_forced() {
 
     serving.signal("TERM");
     // The reactor's line: the drain is under way and waiting for this client.
-    serving.wait_for("draining 1 connections");
+    serving.wait_for("draining 1 connection");
     serving.signal("TERM");
 
     let log = serving.wait_for_exit_0();

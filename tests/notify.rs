@@ -59,7 +59,7 @@ fn a_restart_says_reloading_then_the_successor_says_mainpid_ready_and_stopping()
         &[&format!("MAINPID={successor}"), "READY=1"],
     );
     serving.wait_for(&format!("restart: successor pid {successor} is serving"));
-    serving.wait_for("draining 1 connections");
+    serving.wait_for("draining 1 connection");
 
     serving.signal("TERM");
     serving.wait_for("SIGTERM: shutting down gracefully");

@@ -56,6 +56,9 @@ enum Phase {
 /// lone stream rarely needs a second turn, small enough that a turn stays in the microseconds.
 pub(crate) const READS_PER_PUMP: usize = 4;
 
+/// The name of the lingering phase in the trace, which marks the pump that sent the FIN.
+pub(crate) const LINGERING: &str = "lingering";
+
 /// Why the last [`Connection::pump`] stopped doing IO: only for the trace (`netgrace -vv`), which
 /// narrates each pump. Recording it is one byte stored per pump, in space the struct already
 /// pads, so it costs nothing measurable when the trace is off.
@@ -176,7 +179,7 @@ impl<S: Stream> Connection<S> {
             Phase::PeerClosed => "peer closed",
             Phase::Draining => "draining",
             Phase::Awaiting => "awaiting first bytes",
-            Phase::Lingering => "lingering",
+            Phase::Lingering => LINGERING,
         }
     }
 
@@ -343,6 +346,7 @@ impl<S: Stream> Connection<S> {
     fn finish_after_eof(&mut self) -> io::Result<Status> {
         if self.flush()? {
             // Everything echoed and the client's input fully read: closing sends a clean FIN.
+            self.end = End::Eof;
             return Ok(Status::Closed);
         }
         self.end = End::WriteBlocked;

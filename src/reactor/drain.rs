@@ -58,13 +58,13 @@ impl Reactor {
             Stop::Graceful
         };
         info!(
-            "{}: listener closed, draining {} connections",
+            "{}: listener closed, draining {}",
             if hand_over {
                 "handing over (the backlog stays with the successor)"
             } else {
                 "shutting down"
             },
-            self.connections.len()
+            super::trace::plural(self.connections.len(), "connection")
         );
         let grace = FIRST_BYTES_GRACE.min(self.config.drain_timeout / 2);
         // Readiness is edge-triggered: a connection with nothing happening would never get an

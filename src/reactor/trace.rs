@@ -15,7 +15,7 @@ use mio::event::Event;
 use mio::Events;
 
 use super::{LISTENER, WAKER};
-use crate::connection::{Connection, Status};
+use crate::connection::{Connection, Status, LINGERING};
 
 /// Which deadline bounded a `poll`: the "why" in `poll(timeout 0 ms: ready list)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,7 +60,7 @@ pub(super) fn turn(turn: u64, timeout: Option<Duration>, why: Wait, events: &Eve
         None => line.push_str("none"),
     }
     let count = events.iter().count();
-    let _ = write!(line, ": {}) -> {count} events", why.describe());
+    let _ = write!(line, ": {}) -> {}", why.describe(), plural(count, "event"));
     for (i, event) in events.iter().enumerate() {
         line.push_str(if i == 0 { ": " } else { ", " });
         describe_event(&mut line, event);
@@ -96,30 +96,41 @@ fn describe_event(line: &mut String, event: &Event) {
     }
 }
 
-/// `c4: read 64, wrote 64, read WouldBlock -> open`
+/// `c4: read 64, wrote 64, read WouldBlock -> open`, or for a pump that changed the phase,
+/// `c4: read 0, wrote 512, read WouldBlock -> lingering (was draining: FIN sent)`.
 ///
-/// `before` is the connection's [`Connection::counters`] before the pump.
+/// `before` is the connection's [`Connection::counters`] and phase name before the pump.
 pub(super) fn pump<S: crate::connection::Stream>(
     key: usize,
     connection: &Connection<S>,
-    before: (u32, u64),
+    before: ((u32, u64), &'static str),
     result: &io::Result<Status>,
 ) {
+    let ((read_before, wrote_before), phase_before) = before;
     let (read, wrote) = connection.counters();
-    let read = read.wrapping_sub(before.0);
-    let wrote = wrote - before.1;
+    let read = read.wrapping_sub(read_before);
+    let wrote = wrote - wrote_before;
     let pending = connection.pending_len();
     let pending = if pending > 0 {
         format!(", pending {pending}")
     } else {
         String::new()
     };
+    let phase = connection.phase_name();
+    let change = if phase == phase_before {
+        String::new()
+    } else if phase == LINGERING {
+        // Only a drain leads into lingering, and it does so by sending the FIN.
+        format!(" (was {phase_before}: FIN sent)")
+    } else {
+        format!(" (was {phase_before})")
+    };
     match result {
         Ok(status) => {
             let outcome = match status {
-                Status::Open => connection.phase_name(),
-                Status::Busy => "busy, queued",
-                Status::Closed => "closed",
+                Status::Open => format!("{phase}{change}"),
+                Status::Busy => format!("{phase}{change}, busy, queued"),
+                Status::Closed => "closed".to_string(),
             };
             trace!(
                 "c{key}: read {read}, wrote {wrote}, {}{pending} -> {outcome}",
@@ -127,5 +138,14 @@ pub(super) fn pump<S: crate::connection::Stream>(
             );
         }
         Err(err) => trace!("c{key}: read {read}, wrote {wrote} -> error: {err}"),
+    }
+}
+
+/// "1 event", "3 events".
+pub(super) fn plural(count: usize, noun: &str) -> String {
+    if count == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{count} {noun}s")
     }
 }
