@@ -196,6 +196,8 @@ impl Lineage {
         let line = self
             .lines
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))?;
+        // Remembered first: a successor named in a spliced line must still be killed on drop.
+        self.remember(&line);
         let records = (0..line.len())
             .filter(|&i| line.is_char_boundary(i) && is_timestamp(&line[i..]))
             .count();
@@ -203,7 +205,6 @@ impl Lineage {
             records <= 1,
             "two log records spliced into one line: {line}"
         );
-        self.remember(&line);
         Ok(line)
     }
 
