@@ -502,9 +502,34 @@ fn only_a_client_that_sent_nothing_gets_the_grace() -> io::Result<()> {
     pump(&mut conn, 64)?;
     assert_eq!(conn.stream.shutdown_writes.get(), 1, "FIN at once");
 
+    // Sent bytes that are all still pending (nothing echoed yet): not silent either.
+    let mut unread = Connection::new(Script::new().data(b"abc"));
+    unread.stream.writes.push_back(blocked());
+    pump(&mut unread, 64)?;
+    assert_eq!((unread.echoed(), unread.pending_len()), (0, 3));
+    unread.begin_drain(64, true);
+    assert!(
+        !unread.awaits_first_bytes(),
+        "it has sent bytes, none echoed yet"
+    );
+
     // The idle timer's close passes false: no grace even for a silent one.
     let mut silent = Connection::new(Script::new());
     silent.begin_drain(64, false);
     assert!(!silent.awaits_first_bytes());
+    Ok(())
+}
+
+#[test]
+fn lingering_trusts_a_short_read_as_the_socket_drained() -> io::Result<()> {
+    let mut conn = Connection::new(Script::new());
+    conn.begin_drain(64, false);
+    assert_eq!(pump(&mut conn, 64)?, Status::Open);
+    assert_eq!(conn.stream.shutdown_writes.get(), 1, "lingering now");
+    let calls = conn.stream.read_calls;
+    // A short read (3 of 16 bytes) with a trusting event: no second read for `WouldBlock`.
+    conn.stream.reads.push_back(ReadStep::Data(b"bye".to_vec()));
+    assert_eq!(pump(&mut conn, 64)?, Status::Open);
+    assert_eq!(conn.stream.read_calls, calls + 1);
     Ok(())
 }
