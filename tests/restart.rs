@@ -206,6 +206,49 @@ fn sighup_runs_the_program_file_now_at_the_path_the_server_was_started_from() {
     lineage.wait_for_all_gone();
 }
 
+/// A server started by a bare name restarts the file a PATH search finds now, as the shell
+/// found it: the first *executable* file of that name (a non-executable one earlier on PATH is
+/// skipped), through the symlink there, so repointing the link upgrades, as with a versioned
+/// install (`netgrace -> netgrace-2`). `/proc/self/exe` would name the old version's file.
+#[test]
+fn a_server_started_by_name_restarts_the_file_path_finds() {
+    use std::os::unix::fs::{symlink, PermissionsExt};
+
+    let shadow = TempDir::new("path-shadow");
+    let not_executable = shadow.install_script("netgrace", "exit 3");
+    std::fs::set_permissions(&not_executable, std::fs::Permissions::from_mode(0o644))
+        .expect("chmod 644");
+    let bin = TempDir::new("path-bin");
+    let link_to = |target: &str| {
+        let staged = bin.path().join(".netgrace.link");
+        symlink(target, &staged).expect("symlink");
+        std::fs::rename(&staged, bin.path().join("netgrace")).expect("rename the link");
+    };
+    bin.install_binary("netgrace-1");
+    link_to("netgrace-1");
+    let path = std::env::join_paths([shadow.path(), bin.path()]).expect("join PATH");
+    let mut command = lineage::netgrace_at(std::path::Path::new("netgrace"), &[]);
+    command.env("PATH", path);
+    let mut lineage = Lineage::spawn(command);
+    let original = lineage.original();
+    let upgrade = bin.install_binary("netgrace-2");
+    link_to("netgrace-2");
+
+    let successor = lineage.restart(original);
+    lineage.wait_for(&format!(
+        "successor pid {successor} is serving; handing over"
+    ));
+    let exe = std::fs::read_link(format!("/proc/{successor}/exe")).expect("read exe link");
+    assert_eq!(exe, upgrade, "the successor runs the file PATH finds now");
+    lineage.assert_next_report(HANDED_OVER);
+    assert_eq!(lineage.wait_for_original_exit(), Some(0));
+    assert_echo(&mut lineage.connect(), b"served by the successor");
+    lineage.signal(successor, Signal::TERM);
+    lineage.assert_next_report(&[("stop", "graceful")]);
+    assert_eq!(lineage.wait_for_successor_exit(successor), Some(0));
+    lineage.wait_for_all_gone();
+}
+
 /// While a successor is starting, SIGHUP is ignored (one successor at a time), and SIGTERM
 /// abandons the successor, stops it with a signal, and shuts down as it always does.
 #[test]

@@ -356,6 +356,11 @@ impl TempDir {
         TempDir(path)
     }
 
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
     /// A copy of the binary in this directory, installed under `name` the way `install` does it
     /// (written beside it, then renamed over it); returns its path.
     #[track_caller]
