@@ -16,20 +16,19 @@ mod common;
 mod group;
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Instant;
 
 use command_fds::{CommandFdExt, FdMapping};
 use group::Group;
 use rustix::process::Signal;
 
-use common::binary::{assert_report, netgrace, netgrace_under};
+use common::binary::{assert_report, follow_stderr, listening_addr, netgrace, netgrace_under};
 use common::{assert_echo, assert_refused, connect, read_to_eof, TIMEOUT};
 
 /// The line a server serving an inherited listener on `addr` logs once it serves.
@@ -136,11 +135,7 @@ fn listen_pid_naming_another_process_binds_listen_instead() {
 
     let line = server.wait_for("listening on ");
     assert!(!line.contains("inherited"), "{line}");
-    let bound: SocketAddr = line
-        .rsplit("listening on ")
-        .next()
-        .and_then(|addr| addr.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let bound = listening_addr(&line);
     assert_ne!(bound, passed, "{line}");
     assert_echo(&mut connect(bound), b"bound by itself\n");
 
@@ -295,17 +290,7 @@ impl Started {
         let mut child = command.spawn().expect("spawn netgrace");
         // The command holds this process's copy of whatever was mapped to descriptor 3.
         drop(command);
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                // A read error ends the log early; a failed send means the test has gone.
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = follow_stderr(&mut child);
         Started {
             child,
             lines,

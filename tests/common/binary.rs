@@ -122,6 +122,35 @@ fn recv_by<T>(rx: &Receiver<T>, deadline: Instant) -> Option<T> {
         .ok()
 }
 
+/// Forwards `child`'s stderr line by line over a channel, from a thread, until EOF (when every
+/// process sharing that stderr, successors included, has exited).
+pub fn follow_stderr(child: &mut Child) -> Receiver<String> {
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            // A read error ends the log early; a failed send means the test has gone.
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines
+}
+
+/// The address of a `listening on ADDR` line: its first word, since an inherited socket adds
+/// "(inherited at ...)" after it.
+#[track_caller]
+pub fn listening_addr(line: &str) -> SocketAddr {
+    line.rsplit("listening on ")
+        .next()
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_default()
+        .parse()
+        .unwrap_or_else(|err| panic!("address in {line:?}: {err}"))
+}
+
 /// A netgrace serving on `127.0.0.1:0`, its stderr forwarded line by line over a channel.
 pub struct Serving {
     process: Process,
@@ -146,17 +175,7 @@ impl Serving {
     pub fn spawn(mut command: Command) -> Serving {
         command.stdout(Stdio::null()).stderr(Stdio::piped());
         let mut process = Process::spawn(command);
-        let stderr = process.0.stderr.take().expect("stderr is piped");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                // A read error ends the log early; a failed send means the test has gone.
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = follow_stderr(&mut process.0);
         let mut serving = Serving {
             process,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -165,14 +184,7 @@ impl Serving {
         };
         // The binary installs its signal handlers before this line, so signals are safe after it.
         let line = serving.wait_for("listening on ");
-        // The address is the first word: an inherited socket adds "(inherited at ...)" after it.
-        let addr = line.rsplit("listening on ").next().unwrap_or_default();
-        serving.addr = addr
-            .split_whitespace()
-            .next()
-            .unwrap_or_default()
-            .parse()
-            .unwrap_or_else(|err| panic!("address in {line:?}: {err}"));
+        serving.addr = listening_addr(&line);
         assert!(serving.addr.ip().is_loopback(), "{line}");
         assert_ne!(serving.addr.port(), 0, "{line}");
         serving

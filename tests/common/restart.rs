@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::{self, BufRead, BufReader};
+use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -74,17 +74,7 @@ impl Lineage {
         become_subreaper();
         command.stdout(Stdio::null()).stderr(Stdio::piped());
         let mut original = spawn_retrying(&mut command);
-        let stderr = original.stderr.take().expect("stderr is piped");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                // A read error ends the log early; a failed send means the test has gone.
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
+        let lines = binary::follow_stderr(&mut original);
         let mut lineage = Lineage {
             original,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -94,11 +84,7 @@ impl Lineage {
         };
         // The binary installs its signal handlers before this line, so signals are safe after it.
         let line = lineage.wait_for("listening on ");
-        let addr = line.rsplit("listening on ").next().unwrap_or_default();
-        lineage.addr = addr
-            .trim()
-            .parse()
-            .unwrap_or_else(|err| panic!("address in {line:?}: {err}"));
+        lineage.addr = binary::listening_addr(&line);
         lineage
     }
 
