@@ -85,9 +85,39 @@ impl Server {
     /// ```
     pub fn bind(config: Config) -> io::Result<Server> {
         config.validate()?;
-        let listener = listener::bind(config.listen, config.backlog)
-            .map_err(|err| context(format_args!("bind {}", config.listen), err))?;
-        Server::new(listener, config)
+        let listener = Server::bind_listener(&config)?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|err| context("set_nonblocking on listener", err))?;
+        Server::new(TcpListener::from_std(listener), config)
+    }
+
+    /// Binds the listening socket exactly as [`Server::bind`] would ([`Config::listen`],
+    /// [`Config::backlog`], the same errors), without a server: for a process that holds the
+    /// socket while other processes serve it, each adopting a copy with [`Server::from_std`]
+    /// (the binary's master and its workers, docs/restart.md).
+    ///
+    /// The socket is blocking and close-on-exec; pass it on deliberately.
+    ///
+    /// # Errors
+    ///
+    /// As [`Server::bind`], minus the poll.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// let config = netgrace::Config::new("127.0.0.1:0".parse().unwrap());
+    /// let listener = netgrace::Server::bind_listener(&config)?;
+    /// let server = netgrace::Server::from_std(listener.try_clone()?, config)?;
+    /// assert_eq!(server.local_addr(), listener.local_addr()?);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn bind_listener(config: &Config) -> io::Result<std::net::TcpListener> {
+        config.validate()?;
+        listener::bind(config.listen, config.backlog)
+            .map_err(|err| context(format_args!("bind {}", config.listen), err))
     }
 
     /// Serves on a listener the host already has (inherited from a supervisor, or bound with

@@ -139,6 +139,19 @@ pub fn follow_stderr(child: &mut Child) -> Receiver<String> {
     lines
 }
 
+/// The pids a line names after `pid ` or `pids `, such as the master's
+/// `serving: 2 workers: pids 10 11`.
+pub fn pids_in(line: &str) -> Vec<u32> {
+    let Some(at) = line.rfind("pid") else {
+        return Vec::new();
+    };
+    line[at..]
+        .split_whitespace()
+        .skip(1)
+        .map_while(|word| word.trim_end_matches([';', ',']).parse().ok())
+        .collect()
+}
+
 /// The address of a `listening on ADDR` line: its first word, since an inherited socket adds
 /// "(inherited at ...)" after it.
 #[track_caller]
@@ -152,10 +165,16 @@ pub fn listening_addr(line: &str) -> SocketAddr {
 }
 
 /// A netgrace serving on `127.0.0.1:0`, its stderr forwarded line by line over a channel.
+///
+/// The process is the master, which holds the socket and is the one to signal; its workers
+/// serve. The `/proc/PID` figures are the first worker's, the process that holds the
+/// connections.
 pub struct Serving {
     process: Process,
     /// The address from the `listening on` line.
     pub addr: SocketAddr,
+    /// The workers' pids, from the master's `serving:` line.
+    pub workers: Vec<u32>,
     /// Closed by the forwarding thread at EOF, that is when the process exits.
     lines: Receiver<String>,
     /// Every stderr line received so far: for assertions and for failure messages.
@@ -179,6 +198,7 @@ impl Serving {
         let mut serving = Serving {
             process,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            workers: Vec::new(),
             lines,
             log: Vec::new(),
         };
@@ -187,6 +207,9 @@ impl Serving {
         serving.addr = listening_addr(&line);
         assert!(serving.addr.ip().is_loopback(), "{line}");
         assert_ne!(serving.addr.port(), 0, "{line}");
+        let line = serving.wait_for("serving: ");
+        serving.workers = pids_in(&line);
+        assert!(!serving.workers.is_empty(), "{line}");
         serving
     }
 
@@ -196,7 +219,7 @@ impl Serving {
         self.process.signal(signal);
     }
 
-    /// The process id.
+    /// The master's process id.
     pub fn pid(&self) -> u32 {
         self.process.0.id()
     }
@@ -261,9 +284,9 @@ impl Serving {
         log
     }
 
-    /// A file of the server's `/proc/PID` directory.
+    /// A file of the (first) worker's `/proc/PID` directory.
     fn proc_path(&self, file: &str) -> String {
-        format!("/proc/{}/{file}", self.process.0.id())
+        format!("/proc/{}/{file}", self.workers[0])
     }
 
     /// Descriptors the server holds now (entries of `/proc/PID/fd`).
