@@ -166,7 +166,11 @@ impl Master {
                 .min(MAX_SLEEP);
             if let Err(err) = self.poll.poll(&mut events, Some(sleep)) {
                 if err.kind() != io::ErrorKind::Interrupted {
-                    self.fail(format!("poll: {err}"));
+                    if self.failure.is_none() {
+                        self.fail(format!("poll: {err}"));
+                    }
+                    // Without a poll the loop still reaps, once per pause, until the end.
+                    std::thread::sleep(Duration::from_millis(100));
                 }
             }
             for event in &events {
@@ -214,12 +218,17 @@ impl Master {
             // Given up on a moment ago, or told to stop: it is on its way out.
             return debug!("late ready from worker pid {} ignored", worker.pid);
         };
+        if self.stopped_at.is_some() || self.failure.is_some() {
+            // It was ordered to stop while starting: it serves only what it took, then leaves.
+            worker.phase = Phase::Leaving { kill_at: None };
+            return;
+        }
         worker.phase = Phase::Serving {
             since: Instant::now(),
         };
         let (pid, generation) = (worker.pid, worker.generation);
         debug!("worker pid {pid} is serving");
-        if self.stopped_at.is_some() || !self.all_serving(generation) {
+        if !self.all_serving(generation) {
             return;
         }
         if self.restarting == Some(generation) {
@@ -361,25 +370,25 @@ impl Master {
         // A report written just before the exit may still wait in the channel.
         self.on_readable(key);
         let phase = self.workers[key].phase;
+        let stopping = self.stopped_at.is_some() || self.failure.is_some();
         match phase {
-            Phase::Leaving { .. } if status.success() => {
-                info!("worker pid {pid} exited ({status})")
+            _ if stopping || matches!(phase, Phase::Leaving { .. }) => {
+                if status.success() {
+                    info!("worker pid {pid} exited ({status})");
+                } else {
+                    warn!("worker pid {pid} exited ({status})");
+                }
             }
-            Phase::Leaving { .. } => warn!("worker pid {pid} exited ({status})"),
-            Phase::Starting { .. } => {
-                self.on_failure(
-                    key,
-                    format!("worker pid {pid} exited before it was serving ({status})"),
-                );
+            Phase::Starting { .. } | Phase::Leaving { .. } => {
+                let why = format!("worker pid {pid} exited before it was serving ({status})");
+                self.on_failure(key, why);
             }
             Phase::Serving { since } => {
                 if since.elapsed() >= STABLE {
                     self.failures = 0;
                 }
-                self.on_failure(
-                    key,
-                    format!("worker pid {pid} exited unexpectedly ({status})"),
-                );
+                let why = format!("worker pid {pid} exited unexpectedly ({status})");
+                self.on_failure(key, why);
             }
         }
         let mut worker = self.workers.remove(key);
