@@ -9,9 +9,11 @@
 //!
 //! - **Restart (SIGHUP)**: a new generation of workers from the program file; once every one
 //!   of them serves, the old ones hand over and drain. If one fails or is not serving within
-//!   `--restart-timeout`, the new generation is dismissed and the old one serves on.
+//!   `--restart-timeout`, the new generation is dismissed and the old one serves on
+//!   (`master/restart.rs`).
 //! - **A worker that dies** is replaced, after a pause that doubles with each failure in a
-//!   row ([`backoff`]); clients wait in the accept queue meanwhile, since we hold the socket.
+//!   row; clients wait in the accept queue meanwhile, since we hold the socket
+//!   (`master/failure.rs`).
 //! - **Stop (SIGTERM, SIGINT, SIGQUIT)**: our copy of the socket goes, every worker is told
 //!   to stop, and we exit once the last one has: with the service's exit code, after a line
 //!   that sums their reports.
@@ -22,7 +24,7 @@
 use std::ffi::OsString;
 use std::io;
 use std::net::TcpListener;
-use std::process::{ExitCode, ExitStatus};
+use std::process::ExitCode;
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
@@ -38,6 +40,9 @@ use crate::pidfile::{self, PidFile};
 use crate::program::Program;
 use crate::signals::{self, Order};
 use crate::{notify, worker};
+
+mod failure;
+mod restart;
 
 /// The waker's token; workers' tokens are their slab keys, far below it.
 const WAKE: Token = Token(usize::MAX);
@@ -212,70 +217,6 @@ impl Master {
         }
     }
 
-    fn on_ready(&mut self, key: usize) {
-        let worker = &mut self.workers[key];
-        let Phase::Starting { .. } = worker.phase else {
-            // Given up on a moment ago, or told to stop: it is on its way out.
-            return debug!("late ready from worker pid {} ignored", worker.pid);
-        };
-        if self.stopped_at.is_some() || self.failure.is_some() {
-            // It was ordered to stop while starting: it serves only what it took, then leaves.
-            worker.phase = Phase::Leaving { kill_at: None };
-            return;
-        }
-        worker.phase = Phase::Serving {
-            since: Instant::now(),
-        };
-        let (pid, generation) = (worker.pid, worker.generation);
-        debug!("worker pid {pid} is serving");
-        if !self.all_serving(generation) {
-            return;
-        }
-        if self.restarting == Some(generation) {
-            self.hand_over(generation);
-        } else if !self.announced {
-            self.announce();
-        } else {
-            info!("worker pid {pid} replaced the one that died; serving");
-            notify::serving("serving; a worker was replaced");
-        }
-    }
-
-    /// The first generation serves: tell whoever waits for it.
-    fn announce(&mut self) {
-        self.announced = true;
-        info!("serving: {}", self.describe(self.current));
-        if let Some(path) = &self.pid_file {
-            match PidFile::write(path) {
-                Ok(written) => self.written = Some(written),
-                Err(err) => warn!("{err}"),
-            }
-        }
-        notify::ready();
-    }
-
-    /// The new generation serves in full: the old one stops accepting and drains.
-    fn hand_over(&mut self, generation: u64) {
-        let old = std::mem::replace(&mut self.current, generation);
-        self.restarting = None;
-        self.respawns.clear();
-        self.failures = 0;
-        let mut handing_over = Vec::new();
-        for (_, worker) in self.workers.iter_mut() {
-            if worker.generation == old && !matches!(worker.phase, Phase::Leaving { .. }) {
-                worker.order(worker::HAND_OVER);
-                worker.phase = Phase::Leaving { kill_at: None };
-                handing_over.push(worker.pid.to_string());
-            }
-        }
-        info!(
-            "restart complete: {}; old workers hand over and drain: pids {}",
-            self.describe(generation),
-            handing_over.join(" ")
-        );
-        notify::serving("serving; restarted");
-    }
-
     fn on_signal(&mut self, signal: i32) {
         let name = signals::name(signal);
         match signals::order(signal, &mut self.stops) {
@@ -294,38 +235,6 @@ impl Master {
             Order::Reap => {}
             Order::Ignore => info!("{name} ignored: netgrace has no use for it"),
         }
-    }
-
-    fn restart(&mut self) {
-        let ignored = if self.stopped_at.is_some() || self.failure.is_some() {
-            Some("stopping".to_string())
-        } else if !self.announced {
-            Some("still starting".to_string())
-        } else if let Some(generation) = self.restarting {
-            Some(format!(
-                "a restart is under way ({})",
-                self.describe(generation)
-            ))
-        } else {
-            self.program.restarts_refused.clone()
-        };
-        if let Some(why) = ignored {
-            return warn!("SIGHUP ignored: {why}");
-        }
-        notify::reloading();
-        let generation = self.current.max(self.restarting.unwrap_or(0)) + 1;
-        self.restarting = Some(generation);
-        for _ in 0..self.count {
-            if let Err(err) = self.start_worker(generation) {
-                let why = format!("cannot start {}: {err}", self.program.path.display());
-                return self.dismiss_restart(&why);
-            }
-        }
-        info!(
-            "SIGHUP: restarting from {}: {}",
-            self.program.path.display(),
-            self.describe(generation)
-        );
     }
 
     /// The first stop signal: no more workers or restarts; every worker stops gracefully.
@@ -355,125 +264,6 @@ impl Master {
         warn!("{why}: stopping");
         self.failure = Some(why);
         self.stop_all();
-    }
-
-    fn on_exit(&mut self, pid: u32, status: ExitStatus) {
-        let Some(key) = self
-            .workers
-            .iter()
-            .find(|(_, w)| w.pid == pid)
-            .map(|(k, _)| k)
-        else {
-            // An orphan reparented to us as PID 1, or a stray child: reaped, nothing more.
-            return debug!("reaped pid {pid} ({status})");
-        };
-        // A report written just before the exit may still wait in the channel.
-        self.on_readable(key);
-        let phase = self.workers[key].phase;
-        let stopping = self.stopped_at.is_some() || self.failure.is_some();
-        match phase {
-            _ if stopping || matches!(phase, Phase::Leaving { .. }) => {
-                if status.success() {
-                    info!("worker pid {pid} exited ({status})");
-                } else {
-                    warn!("worker pid {pid} exited ({status})");
-                }
-            }
-            Phase::Starting { .. } | Phase::Leaving { .. } => {
-                let why = format!("worker pid {pid} exited before it was serving ({status})");
-                self.on_failure(key, why);
-            }
-            Phase::Serving { since } => {
-                if since.elapsed() >= STABLE {
-                    self.failures = 0;
-                }
-                let why = format!("worker pid {pid} exited unexpectedly ({status})");
-                self.on_failure(key, why);
-            }
-        }
-        let mut worker = self.workers.remove(key);
-        let _ = self.poll.registry().deregister(worker.control());
-        self.totals.add(worker.report.as_deref());
-    }
-
-    /// A worker failed to start or died while serving: what follows depends on its generation.
-    fn on_failure(&mut self, key: usize, why: String) {
-        let generation = self.workers[key].generation;
-        if self.stopped_at.is_some() || self.failure.is_some() {
-            warn!("{why}");
-        } else if self.restarting == Some(generation) {
-            self.dismiss_restart(&why);
-        } else if generation != self.current {
-            warn!("{why}");
-        } else if !self.announced {
-            self.fail(format!("{why}; the service never served"));
-        } else {
-            self.failures += 1;
-            let pause = backoff(self.failures);
-            warn!("{why}; starting a replacement in {} s", pause.as_secs_f64());
-            notify::status(&format!("{why}; replacing it"));
-            self.respawns.push(Instant::now() + pause);
-        }
-    }
-
-    /// A restart failed: its workers go, the current ones serve on as if nothing happened.
-    fn dismiss_restart(&mut self, why: &str) {
-        let Some(generation) = self.restarting.take() else {
-            return;
-        };
-        let kill_at = Instant::now() + KILL_GRACE;
-        for (_, worker) in self.workers.iter_mut() {
-            if worker.generation == generation && !matches!(worker.phase, Phase::Leaving { .. }) {
-                worker.dismiss(kill_at);
-            }
-        }
-        warn!("restart failed: {why}; still serving");
-        notify::serving("restart failed; still serving");
-    }
-
-    fn on_deadlines(&mut self, now: Instant) {
-        let expired: Vec<usize> = self
-            .workers
-            .iter()
-            .filter(|(_, w)| matches!(w.phase, Phase::Starting { deadline } if deadline <= now))
-            .map(|(key, _)| key)
-            .collect();
-        for key in expired {
-            // A `ready` that arrived at the deadline's edge still counts.
-            self.on_readable(key);
-            let worker = &mut self.workers[key];
-            if let Phase::Starting { .. } = worker.phase {
-                let why = format!(
-                    "worker pid {} was not serving within {} s (--restart-timeout)",
-                    worker.pid,
-                    self.restart_timeout.as_secs_f64()
-                );
-                worker.dismiss(now + KILL_GRACE);
-                self.on_failure(key, why);
-            }
-        }
-        for (_, worker) in self.workers.iter_mut() {
-            if let Phase::Leaving { kill_at: Some(at) } = worker.phase {
-                if at <= now {
-                    warn!("worker pid {} still running: SIGKILL", worker.pid);
-                    worker.signal(rustix::process::Signal::KILL);
-                    worker.phase = Phase::Leaving { kill_at: None };
-                }
-            }
-        }
-        let due = self.respawns.iter().filter(|&&at| at <= now).count();
-        self.respawns.retain(|&at| at > now);
-        for _ in 0..due {
-            if let Err(err) = self.start_worker(self.current) {
-                self.failures += 1;
-                let pause = backoff(self.failures);
-                warn!(
-                    "cannot start a replacement worker: {err}; trying again in {} s",
-                    pause.as_secs_f64()
-                );
-                self.respawns.push(now + pause);
-            }
-        }
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -533,15 +323,6 @@ impl Master {
         format!("{} {workers}: {pid} {}", pids.len(), pids.join(" "))
     }
 
-    fn all_serving(&self, generation: u64) -> bool {
-        let serving = self
-            .workers
-            .iter()
-            .filter(|(_, w)| w.generation == generation && matches!(w.phase, Phase::Serving { .. }))
-            .count();
-        serving == self.count
-    }
-
     fn finish(self) -> ExitCode {
         let stop = if self.stops > 1 {
             "immediate"
@@ -567,13 +348,6 @@ impl Master {
             }
         }
     }
-}
-
-/// The pause before replacing a worker after `failures` failures in a row: 0.1 s, doubling, at
-/// most 10 s. Prompt for one crash, and a crash loop costs a start every 10 s, not a spin.
-fn backoff(failures: u32) -> Duration {
-    let doublings = failures.saturating_sub(1).min(7);
-    (Duration::from_millis(100) * (1 << doublings)).min(Duration::from_secs(10))
 }
 
 /// The signal thread: each signal onto a channel, then a wake-up of the loop.
