@@ -3,7 +3,7 @@
 //! usage, 1 for a failure to start or run).
 //!
 //! One file per operator concern: `args.rs` (the command line), `activation.rs` (sockets passed
-//! in `LISTEN_FDS`), `restart.rs` (SIGHUP), `notify.rs` (systemd), `logger.rs` (stderr).
+//! in `LISTEN_FDS`), `restart.rs` (SIGHUP), `notify.rs` (systemd), `logger.rs` (stdout).
 
 use std::io;
 use std::process::ExitCode;
@@ -44,7 +44,7 @@ fn main() -> ExitCode {
         return usage_error(&err);
     }
     logger::init(options.verbosity);
-    match inherited.and_then(|inherited| serve(options, inherited)) {
+    let code = match inherited.and_then(|inherited| serve(options, inherited)) {
         Ok(report) => {
             info!("shutdown complete: {report}");
             ExitCode::SUCCESS
@@ -53,11 +53,13 @@ fn main() -> ExitCode {
             if let Some(report) = Report::from_failed_run(&err) {
                 error!("stopped by a failure: {report}");
             }
-            // Not through the logger: -q must not hide why the process failed.
-            eprintln!("netgrace: {err}");
+            logger::fatal(&err.to_string());
             ExitCode::FAILURE
         }
-    }
+    };
+    // The logger's writer thread may still hold records; exiting would lose them.
+    log::logger().flush();
+    code
 }
 
 fn serve(options: Options, inherited: Inherited) -> io::Result<Report> {
@@ -145,6 +147,6 @@ fn watch_signals(handle: ShutdownHandle, restart: Restart) -> io::Result<()> {
 }
 
 fn usage_error(err: &dyn std::fmt::Display) -> ExitCode {
-    eprintln!("netgrace: {err}\n{USAGE}\ntry 'netgrace --help' for more");
+    logger::fatal(&format!("{err}\n{USAGE}\ntry 'netgrace --help' for more"));
     ExitCode::from(2)
 }
