@@ -29,9 +29,11 @@ use simple_logger::SimpleLogger;
 /// that a reader who stalls costs little memory. Past it, records are dropped and counted.
 const QUEUE_RECORDS: usize = 1024;
 
-/// How long `flush` (at exit) waits for queued records to be written. A reader that has stopped
-/// for good must not keep the process from exiting; one that is merely slow gets this long.
-const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long `flush` waits for queued records to be written: at exit, and before telling a
+/// predecessor or systemd that we serve. A reader that has stopped for good must not keep the
+/// process from exiting or a restart from completing; a live one writes the whole queue in far
+/// less (a few milliseconds to a pipe).
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Filters each record by its own target, then queues it for the writer thread.
 struct Logger {

@@ -102,6 +102,9 @@ fn serve(options: Options, inherited: Inherited) -> io::Result<Report> {
     // not the default action that kills the process.
     watch_signals(handle, restart.clone())?;
     info!("listening on {}{from}", server.local_addr());
+    // The logger writes from a thread of its own: without this, a predecessor told we serve
+    // could log its hand-over before our "listening on" line reaches the log they share.
+    log::logger().flush();
     restart.announce(inherited.ready);
     // The listener is registered and the loop is one call away: whatever is queued now is
     // accepted on its first turn.
