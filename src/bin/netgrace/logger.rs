@@ -189,18 +189,8 @@ fn write(inner: &SimpleLogger, pid: u32, entry: &Entry) {
 /// Installs the logger: `verbosity` is the count of -v minus the count of -q; at 0 the level
 /// comes from `RUST_LOG` (a level name such as `debug`), or is `info`.
 pub(crate) fn init(verbosity: i32) {
-    let logger = match verbosity {
-        0 => SimpleLogger::new().with_level(LevelFilter::Info).env(),
-        1 => SimpleLogger::new().with_level(LevelFilter::Debug),
-        v if v >= 2 => SimpleLogger::new().with_level(LevelFilter::Trace),
-        -1 => SimpleLogger::new().with_level(LevelFilter::Warn),
-        -2 => SimpleLogger::new().with_level(LevelFilter::Error),
-        _ => SimpleLogger::new().with_level(LevelFilter::Off),
-    };
-    let level = logger.max_level();
-    // mio's own lines (its registrations, at trace) stop at debug, so that -vv shows the loop's
-    // narration without them in between.
-    let inner = Arc::new(logger.with_module_level("mio", level.min(LevelFilter::Debug)));
+    let inner = Arc::new(simple_logger(verbosity));
+    let level = inner.max_level();
     let pid = std::process::id();
     let queue = Arc::new(Queue {
         state: Mutex::default(),
@@ -223,6 +213,22 @@ pub(crate) fn init(verbosity: i32) {
     }
 }
 
+/// simple_logger at the level `verbosity` asks for (see [`init`]), except that mio's own lines
+/// (its registrations, at trace) stop at debug, so that -vv shows the loop's narration without
+/// them in between.
+fn simple_logger(verbosity: i32) -> SimpleLogger {
+    let logger = match verbosity {
+        0 => SimpleLogger::new().with_level(LevelFilter::Info).env(),
+        1 => SimpleLogger::new().with_level(LevelFilter::Debug),
+        v if v >= 2 => SimpleLogger::new().with_level(LevelFilter::Trace),
+        -1 => SimpleLogger::new().with_level(LevelFilter::Warn),
+        -2 => SimpleLogger::new().with_level(LevelFilter::Error),
+        _ => SimpleLogger::new().with_level(LevelFilter::Off),
+    };
+    let level = logger.max_level();
+    logger.with_module_level("mio", level.min(LevelFilter::Debug))
+}
+
 /// Writes `netgrace: MESSAGE` and a newline to stderr in one `write(2)`, not through the logger:
 /// -q must not hide why the process failed, and a line written in pieces could be spliced by a
 /// process sharing stderr.
@@ -230,4 +236,44 @@ pub(crate) fn fatal(message: &str) {
     let line = format!("netgrace: {message}\n");
     // Nowhere to report a failed write to stderr; the process is about to exit anyway.
     let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether `simple_logger(verbosity)` lets a record of `level` from `target` through.
+    fn passes(verbosity: i32, target: &str, level: Level) -> bool {
+        let metadata = Metadata::builder().target(target).level(level).build();
+        simple_logger(verbosity).enabled(&metadata)
+    }
+
+    #[test]
+    fn each_v_and_q_moves_the_level_one_step() {
+        let lowest = |verbosity| {
+            [
+                Level::Trace,
+                Level::Debug,
+                Level::Info,
+                Level::Warn,
+                Level::Error,
+            ]
+            .into_iter()
+            .find(|&level| passes(verbosity, "netgrace::reactor", level))
+        };
+        assert_eq!(lowest(2), Some(Level::Trace));
+        assert_eq!(lowest(3), Some(Level::Trace));
+        assert_eq!(lowest(1), Some(Level::Debug));
+        assert_eq!(lowest(-1), Some(Level::Warn));
+        assert_eq!(lowest(-2), Some(Level::Error));
+        assert_eq!(lowest(-3), None);
+    }
+
+    #[test]
+    fn mio_stops_at_debug_even_at_trace() {
+        assert!(passes(2, "netgrace::reactor::trace", Level::Trace));
+        assert!(!passes(2, "mio::poll", Level::Trace));
+        assert!(passes(2, "mio::poll", Level::Debug));
+        assert!(!passes(-1, "mio::poll", Level::Info));
+    }
 }
