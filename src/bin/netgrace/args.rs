@@ -48,7 +48,7 @@ ones hand over and drain their own connections. SIGUSR1 and SIGUSR2 are ignored.
 
 environment: LISTEN_FDS (socket activation: serve the listening socket at descriptor 3
 instead of binding --listen), NOTIFY_SOCKET (systemd readiness), RUST_LOG (the log level when
-neither -v nor -q is given). Logs go to stderr.
+neither -v nor -q is given). Logs go to stdout.
 ";
 
 /// How long SIGHUP waits for a successor to serve, by default: a fresh process binds nothing

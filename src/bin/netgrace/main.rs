@@ -6,9 +6,8 @@
 //! One file per concern: `args.rs` (the command line), `activation.rs` (descriptors passed in
 //! at startup), `master.rs` (the master's loop), `children.rs` (its workers as it sees them),
 //! `worker.rs` (a worker), `signals.rs` (what each signal means), `program.rs` (which file
-//! workers run), `pidfile.rs`, `notify.rs` (systemd) and `logger.rs`.
+//! workers run), `pidfile.rs`, `notify.rs` (systemd) and `logger.rs` (stdout).
 
-use std::io::Write;
 use std::process::ExitCode;
 
 use log::info;
@@ -48,7 +47,7 @@ fn main() -> ExitCode {
         return usage_error(&err);
     }
     logger::init(options.verbosity);
-    match inherited {
+    let code = match inherited {
         Ok(Inherited::Worker {
             master,
             listener,
@@ -64,17 +63,18 @@ fn main() -> ExitCode {
             fatal(&err);
             ExitCode::FAILURE
         }
-    }
+    };
+    // The logger's writer thread may still hold records; exiting would lose them.
+    log::logger().flush();
+    code
 }
 
-/// Why the process fails, on stderr: not through the logger, since -q must not hide it; and in
-/// one write, so that it cannot be spliced with another process's line.
+/// Why the process fails, on stderr: not through the logger, since -q must not hide it.
 pub(crate) fn fatal(err: &dyn std::fmt::Display) {
-    let _ = std::io::stderr().write_all(format!("netgrace: {err}\n").as_bytes());
+    logger::fatal(&err.to_string());
 }
 
 fn usage_error(err: &dyn std::fmt::Display) -> ExitCode {
-    let message = format!("netgrace: {err}\n{USAGE}\ntry 'netgrace --help' for more\n");
-    let _ = std::io::stderr().write_all(message.as_bytes());
+    logger::fatal(&format!("{err}\n{USAGE}\ntry 'netgrace --help' for more"));
     ExitCode::from(2)
 }

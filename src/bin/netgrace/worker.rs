@@ -70,6 +70,8 @@ fn serve(
         .spawn(move || take_orders(control, &handle))?;
     // The listener is registered and the loop is one call away: whatever is queued now is
     // accepted on its first turn. A master that cannot hear us times out and replaces us.
+    // Our lines so far go out first, so that none lands after the master's answer to `ready`.
+    log::logger().flush();
     if let Err(err) = writeln!(reports, "{READY}") {
         warn!("telling the master that we serve: {err}");
     }
