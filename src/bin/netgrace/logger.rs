@@ -2,9 +2,9 @@
 //! `2026-11-29T12:48:26.172Z INFO  [netgrace[4242] netgrace::server] listening on ...`, through a
 //! thin wrapper that does two things simple_logger does not.
 //!
-//! - **It names the process.** During a restart the old and the new process share one stdout (the
-//!   successor inherits it), so the target says whose record it is: `netgrace[PID]`, then the
-//!   module.
+//! - **It names the process.** The master and its workers, old and new, share one stdout (each
+//!   worker inherits the master's), so the target says whose record it is: `netgrace[PID]`, then
+//!   the module.
 //! - **It keeps the event loop from waiting on the log's reader.** A write to a pipe or socket
 //!   whose reader has stopped blocks (pipe(7)); on the loop's thread that would stop serving. So
 //!   records go through a bounded queue to a writer thread, and while that queue is full they are
@@ -29,8 +29,8 @@ use simple_logger::SimpleLogger;
 /// that a reader who stalls costs little memory. Past it, records are dropped and counted.
 const QUEUE_RECORDS: usize = 1024;
 
-/// How long `flush` waits for queued records to be written: at exit, and before telling a
-/// predecessor or systemd that we serve. A reader that has stopped for good must not keep the
+/// How long `flush` waits for queued records to be written: at exit, and before a worker tells
+/// its master that it serves. A reader that has stopped for good must not keep the
 /// process from exiting or a restart from completing; a live one writes the whole queue in far
 /// less (a few milliseconds to a pipe).
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
@@ -42,7 +42,7 @@ struct Logger {
     /// `None` only if the writer thread could not be started: then records are written on the
     /// caller's thread, as simple_logger alone would.
     queue: Option<Arc<Queue>>,
-    /// This process's id, read once at `init` in the process that logs (a successor is a new
+    /// This process's id, read once at `init` in the process that logs (a worker is a new
     /// program with its own `init`).
     pid: u32,
 }
