@@ -51,7 +51,7 @@ instead of binding --listen), NOTIFY_SOCKET (systemd readiness), RUST_LOG (the l
 neither -v nor -q is given). Logs go to stdout.
 ";
 
-/// How long SIGHUP waits for a successor to serve, by default: a fresh process binds nothing
+/// How long SIGHUP waits for the new workers to serve, by default: a fresh worker binds nothing
 /// (it inherits the socket), so it is ready in milliseconds unless something is wrong; ten
 /// seconds leaves room for a cold disk cache on a loaded machine.
 pub(crate) const DEFAULT_RESTART_TIMEOUT: Duration = Duration::from_secs(10);
@@ -115,7 +115,7 @@ pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command,
             Long("restart-timeout") => {
                 restart_timeout = parse_secs(parser.value()?, "--restart-timeout")?;
                 if restart_timeout.is_zero() {
-                    // Zero would fail every restart before the successor could start.
+                    // Zero would fail every restart before the new workers could start.
                     return Err(
                         "invalid value for '--restart-timeout': must be more than 0 seconds".into(),
                     );
