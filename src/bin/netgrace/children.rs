@@ -42,12 +42,16 @@ pub(crate) struct Worker {
     partial: Vec<u8>,
     /// Its `report` line, once it has finished.
     pub(crate) report: Option<String>,
+    /// It said a stop signal of its own reached it: its exit is no crash.
+    pub(crate) signalled: bool,
 }
 
 /// A line a worker sent.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Message {
     Ready,
+    /// A stop signal reached the worker itself.
+    Stopping,
     Other(String),
 }
 
@@ -97,6 +101,7 @@ impl Worker {
             control: mio::net::UnixStream::from_std(ours),
             partial: Vec::new(),
             report: None,
+            signalled: false,
         })
     }
 
@@ -130,6 +135,8 @@ impl Worker {
             let line = String::from_utf8_lossy(&line[..end]).into_owned();
             if line == crate::worker::READY {
                 messages.push(Message::Ready);
+            } else if line == crate::worker::STOPPING {
+                messages.push(Message::Stopping);
             } else if let Some(report) = line.strip_prefix(crate::worker::REPORT) {
                 self.report = Some(report.to_string());
             } else {
@@ -159,8 +166,11 @@ impl Worker {
 }
 
 /// The next child of ours that has exited, reaped; `None` when none has (or we have none).
+///
+/// Any child: wait(2), not waitpid with no pid, which rustix passes as 0, "any child in our
+/// process group", and would leave the orphans a PID 1 inherits from other groups as zombies.
 pub(crate) fn reap() -> Option<(u32, ExitStatus)> {
-    match rustix::process::waitpid(None, WaitOptions::NOHANG) {
+    match rustix::process::wait(WaitOptions::NOHANG) {
         Ok(Some((pid, status))) => {
             let pid = u32::try_from(pid.as_raw_pid()).unwrap_or_default();
             Some((pid, ExitStatus::from_raw(status.as_raw())))

@@ -58,6 +58,11 @@ const MAX_SLEEP: Duration = Duration::from_secs(1);
 /// A worker that served this long before it died is not part of a crash loop.
 const STABLE: Duration = Duration::from_secs(10);
 
+/// How long after a worker stopped by a signal of its own it is replaced. The same signal has
+/// usually reached the master too (Ctrl-C, `systemctl stop`), and its stop, coming within this,
+/// cancels the replacement; a worker signalled alone is replaced after it.
+const SIGNALLED_PAUSE: Duration = Duration::from_millis(500);
+
 /// Runs the service: exit code 0 after an orderly stop, 1 if it could not start or ended by a
 /// failure.
 pub(crate) fn run(options: Options, inherited: Option<TcpListener>) -> ExitCode {
@@ -203,6 +208,14 @@ impl Master {
         for message in worker.read() {
             match message {
                 Message::Ready => self.on_ready(key),
+                Message::Stopping => {
+                    let worker = &mut self.workers[key];
+                    worker.signalled = true;
+                    info!(
+                        "worker pid {} is stopping on a signal sent to it",
+                        worker.pid
+                    );
+                }
                 Message::Other(line) => {
                     let worker = &mut self.workers[key];
                     if let Phase::Starting { .. } = worker.phase {

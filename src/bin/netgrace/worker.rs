@@ -2,7 +2,8 @@
 //! orders from the master on the control channel at descriptor 4.
 //!
 //! The channel carries one line per message. The worker writes `ready` when its event loop is
-//! one call away, and `report COUNTERS` when it has finished; the master writes `hand-over`
+//! one call away, `stopping` when a signal of its own stops it, and `report COUNTERS` when it
+//! has finished; the master writes `hand-over`
 //! (stop accepting, leave the backlog to the new workers, drain), `stop` (graceful) or
 //! `stop-now`. End of file means the master is gone, and the worker stops gracefully rather
 //! than serve on unsupervised.
@@ -27,6 +28,7 @@ use crate::signals::{self, Order};
 /// The messages of the control channel.
 pub(crate) const READY: &str = "ready";
 pub(crate) const REPORT: &str = "report ";
+pub(crate) const STOPPING: &str = "stopping";
 pub(crate) const HAND_OVER: &str = "hand-over";
 pub(crate) const STOP: &str = "stop";
 pub(crate) const STOP_NOW: &str = "stop-now";
@@ -63,7 +65,7 @@ fn serve(
     let handle = server.shutdown_handle();
     // Before `ready`: a signal the master or an operator sends from then on must reach our
     // handler, not the default action that kills the process and resets its clients.
-    watch_signals(handle.clone(), master)?;
+    watch_signals(handle.clone(), master, control.try_clone()?)?;
     let mut reports = control.try_clone()?;
     std::thread::Builder::new()
         .name("control".into())
@@ -99,7 +101,11 @@ fn take_orders(control: UnixStream, handle: &ShutdownHandle) {
 }
 
 /// SIGINT, SIGTERM, SIGQUIT: graceful, then immediate. The rest are the master's to act on.
-fn watch_signals(handle: ShutdownHandle, master: u32) -> io::Result<()> {
+///
+/// A stop signal is also told to the master (`stopping`): the same signal usually reached it
+/// too (Ctrl-C, `systemctl stop`), and its own stop may come a moment after our exit, which
+/// must not look like a crash.
+fn watch_signals(handle: ShutdownHandle, master: u32, mut control: UnixStream) -> io::Result<()> {
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2])
         .map_err(|err| io::Error::new(err.kind(), format!("install signal handlers: {err}")))?;
     std::thread::Builder::new()
@@ -110,6 +116,7 @@ fn watch_signals(handle: ShutdownHandle, master: u32) -> io::Result<()> {
                 match signals::order(signal, &mut stops) {
                     Order::Stop => {
                         info!("{}: stopping gracefully", signals::name(signal));
+                        let _ = writeln!(control, "{STOPPING}");
                         handle.shutdown();
                     }
                     Order::StopNow => {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 
-use super::{Master, KILL_GRACE, STABLE};
+use super::{Master, KILL_GRACE, SIGNALLED_PAUSE, STABLE};
 use crate::children::Phase;
 use crate::notify;
 
@@ -29,6 +29,12 @@ impl Master {
         let _ = self.poll.registry().deregister(worker.control());
         self.totals.add(worker.report.as_deref());
         let stopping = self.stopped_at.is_some() || self.failure.is_some();
+        let current = worker.generation == self.current && self.restarting.is_none();
+        if worker.signalled && status.success() && !stopping && self.announced && current {
+            // Not a crash, and no failure in a row: a signal sent to the worker stopped it.
+            info!("worker pid {pid} stopped on a signal sent to it ({status})");
+            return self.respawns.push(Instant::now() + SIGNALLED_PAUSE);
+        }
         match worker.phase {
             _ if stopping || matches!(worker.phase, Phase::Leaving { .. }) => {
                 if status.success() {
