@@ -31,8 +31,9 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Largest accepted `max_connections`: 2^24.
 ///
 /// Connection keys run from 0 to `max_connections - 1` and double as poll tokens, so keeping them
-/// below this leaves the top of the token space to the listener and the waker
-/// (docs/architecture.md, "Token space"). It is far above what one thread can serve anyway.
+/// below this leaves the top of the token space to the listener and the waker ([token
+/// space](crate::guide::architecture#token-space)). It is far above what one thread can serve
+/// anyway.
 ///
 /// # Examples
 ///
@@ -82,9 +83,9 @@ pub struct Config {
     /// their handshakes and the clients retry after a second or more (see [`Config::backlog`]).
     ///
     /// The server also reserves its descriptor table for this many connections when it starts
-    /// (docs/hard-edges.md, "Connection storms and the listen backlog"); a limit above the
-    /// process's descriptor limit (`ulimit -n`) is logged as a warning, since accepting will pause
-    /// with `EMFILE` there first.
+    /// ([connection storms](crate::guide::hard_edges#connection-storms-and-the-listen-backlog)); a
+    /// limit above the process's descriptor limit (`ulimit -n`) is logged as a warning, since
+    /// accepting will pause with `EMFILE` there first.
     pub max_connections: usize,
 
     /// Most connections the kernel holds completed but not yet accepted: `listen(2)`'s backlog.

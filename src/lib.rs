@@ -9,7 +9,7 @@
 //! like any other, and every step of stopping is explicit.
 //!
 //! Along the way it can hand its listening socket to a successor, so that a restart refuses no
-//! client (docs/restart.md).
+//! client ([the restart guide](guide::restart)).
 //!
 //! # A complete program
 //!
@@ -77,6 +77,8 @@
 //! - `backoff`: the accept pause after running out of descriptors.
 //! - `idle`: the idle timer, a list of connections ordered by last traffic.
 //! - `report`: [`Report`], the counters of one run.
+//! - [`guide`]: the guides, from the repository's `docs/`: architecture, shutdown, restart, and
+//!   the hard edges.
 //!
 //! # Guarantees
 //!
@@ -90,8 +92,8 @@
 //!   O(1) cost per event; one whose client does not close in turn is cut a second later.
 //! - A storm of up to [`Config::backlog`] clients connecting at once, as after a restart, is taken
 //!   without a dropped handshake: the descriptor table is reserved for `max_connections` when the
-//!   server is created, so no accept stalls while the kernel grows it (docs/hard-edges.md,
-//!   "Connection storms and the listen backlog").
+//!   server is created, so no accept stalls while the kernel grows it ([connection
+//!   storms](guide::hard_edges#connection-storms-and-the-listen-backlog)).
 //! - Graceful shutdown: the clients already waiting in the accept backlog are accepted (within
 //!   `max_connections`), then the listener closes and later connection attempts are refused;
 //!   every client receives the echo of all the server had read and of the input already waiting
@@ -100,7 +102,8 @@
 //!   second (at most half of `drain_timeout`) for its first bytes before its EOF, so a request
 //!   racing the shutdown is answered.
 //! - Hand-over: the clients waiting in the backlog are not accepted; they stay queued for the
-//!   process that shares the socket (docs/restart.md). The open connections drain as above.
+//!   process that shares the socket ([the restart guide](guide::restart)). The open
+//!   connections drain as above.
 //! - Stopping an idle server takes about a millisecond.
 //! - No `unsafe` code in this crate.
 //!
@@ -120,6 +123,10 @@ mod config;
 mod connection;
 mod descriptors;
 mod error;
+// In the docs only: the guides hold no code, and their code blocks are excerpts, not doctests
+// (rustdoc does not collect doctests from items under `cfg(doc)`).
+#[cfg(doc)]
+pub mod guide;
 mod idle;
 mod listener;
 mod reactor;

@@ -62,7 +62,8 @@ impl Server {
     ///
     /// Both constructors also reserve the process's descriptor table for
     /// [`Config::max_connections`] connections, so that a burst of clients never waits for the
-    /// table to grow (docs/hard-edges.md, "Connection storms and the listen backlog").
+    /// table to grow ([connection
+    /// storms](crate::guide::hard_edges#connection-storms-and-the-listen-backlog)).
     ///
     /// # Errors
     ///
@@ -159,7 +160,7 @@ impl Server {
     }
 
     /// A second descriptor for the listening socket, for a process that will take over from this
-    /// one (a restart without downtime, docs/restart.md).
+    /// one (a restart without downtime: [the restart guide](crate::guide::restart)).
     ///
     /// Both descriptors name one socket with one accept queue: whichever process calls `accept`
     /// first gets the next client, and the queue outlives either descriptor being closed. Pass

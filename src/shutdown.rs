@@ -176,7 +176,7 @@ impl ShutdownHandle {
     /// same listening socket (from [`Server::try_clone_listener`](crate::Server::try_clone_listener),
     /// passed to it across `exec`) and is already accepting. The kernel keeps one accept queue
     /// per socket, not per descriptor, so closing this server's descriptor leaves the queue, and
-    /// every client in it, to the successor (docs/restart.md).
+    /// every client in it, to the successor ([the restart guide](crate::guide::restart)).
     ///
     /// Guaranteed, beyond [`ShutdownHandle::shutdown`]'s guarantees for the open connections:
     /// after the reactor sees the request it calls `accept` no more, so a client the successor
