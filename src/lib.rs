@@ -124,8 +124,8 @@ mod connection;
 mod descriptors;
 mod error;
 // In the docs only: the guides hold no code, and their code blocks are excerpts, not doctests
-// (rustdoc does not collect doctests from items under `cfg(doc)`).
-#[cfg(doc)]
+// (rustdoc collects doctests with both `doc` and `doctest` set).
+#[cfg(all(doc, not(doctest)))]
 pub mod guide;
 mod idle;
 mod listener;
