@@ -64,7 +64,7 @@
 //! - `server`: [`Server`], the facade: bind, adopt, hand out shutdown handles, run.
 //! - `listener`: the listening socket, bound with the configured backlog.
 //! - `descriptors`: the descriptor table, reserved at startup for `max_connections`.
-//! - `error`: the context added to OS errors (`bind ADDR: reason`), the original kept inside.
+//! - `error`: [`RunError`], why a run failed, with the report of what it did until then.
 //! - `reactor`: the loop: token space, one turn, dispatch, the ready list.
 //! - `reactor::drain`: the ways to stop: graceful or hand-over drain, the first-bytes grace,
 //!   the immediate stop.
@@ -135,6 +135,7 @@ mod server;
 mod shutdown;
 
 pub use config::{Config, DEFAULT_IDLE_TIMEOUT, DEFAULT_PORT, MAX_CONNECTIONS_LIMIT};
+pub use error::RunError;
 pub use report::{Report, Stop};
 pub use server::Server;
 pub use shutdown::ShutdownHandle;

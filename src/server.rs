@@ -8,11 +8,10 @@ use std::sync::Arc;
 use mio::net::TcpListener;
 use mio::{Interest, Poll, Waker};
 
-use crate::error::context;
 use crate::reactor::{Reactor, LISTENER, WAKER};
 use crate::shutdown::Shared;
 use crate::{descriptors, listener};
-use crate::{Config, Report, ShutdownHandle};
+use crate::{Config, Report, RunError, ShutdownHandle};
 
 /// A bound, not yet running echo server.
 ///
@@ -68,11 +67,13 @@ impl Server {
     /// # Errors
     ///
     /// - [`io::ErrorKind::InvalidInput`] if `config` is invalid (see [`Config::validate`]);
-    /// - the OS error of `bind(2)`/`listen(2)`, with its kind kept and the address added to the
-    ///   message: for example [`io::ErrorKind::AddrInUse`] as
-    ///   `bind 127.0.0.1:5388: address already in use (os error 98)`, or
-    ///   [`io::ErrorKind::PermissionDenied`] for a privileged port. The original OS error, with
-    ///   its `raw_os_error()`, is the error's [`source`](std::error::Error::source);
+    /// - the OS error of `socket(2)`, `bind(2)` or `listen(2)` as the OS gave it, as std's
+    ///   [`TcpListener::bind`](std::net::TcpListener::bind) returns it: match its
+    ///   [`kind`](io::Error::kind) ([`io::ErrorKind::AddrInUse`], or
+    ///   [`io::ErrorKind::PermissionDenied`] for a privileged port) or its
+    ///   [`raw_os_error`](io::Error::raw_os_error) (`EADDRINUSE`). Its message does not name the
+    ///   address, which the caller has in `config.listen`: the binary adds it, as
+    ///   `bind 127.0.0.1:5388: address already in use (os error 98)`;
     /// - the OS error of creating the poll or its waker (out of descriptors, for example).
     ///
     /// # Examples
@@ -86,8 +87,8 @@ impl Server {
     /// ```
     pub fn bind(config: Config) -> io::Result<Server> {
         config.validate()?;
-        let listener = listener::bind(config.listen, config.backlog)
-            .map_err(|err| context(format_args!("bind {}", config.listen), err))?;
+        // The OS error as it is: wrapped with context it would lose its `raw_os_error()`.
+        let listener = listener::bind(config.listen, config.backlog)?;
         Server::new(listener, config)
     }
 
@@ -115,22 +116,16 @@ impl Server {
     /// ```
     pub fn from_std(listener: std::net::TcpListener, config: Config) -> io::Result<Server> {
         config.validate()?;
-        listener
-            .set_nonblocking(true)
-            .map_err(|err| context("set_nonblocking on listener", err))?;
+        listener.set_nonblocking(true)?;
         Server::new(TcpListener::from_std(listener), config)
     }
 
     fn new(mut listener: TcpListener, config: Config) -> io::Result<Server> {
-        let local_addr = listener
-            .local_addr()
-            .map_err(|err| context("local_addr of listener", err))?;
-        let poll = Poll::new().map_err(|err| context("create poll", err))?;
+        let local_addr = listener.local_addr()?;
+        let poll = Poll::new()?;
         poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)
-            .map_err(|err| context("register listener", err))?;
-        let waker =
-            Waker::new(poll.registry(), WAKER).map_err(|err| context("create waker", err))?;
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Waker::new(poll.registry(), WAKER)?;
         descriptors::reserve(&listener, config.max_connections);
         Ok(Server {
             poll,
@@ -188,9 +183,7 @@ impl Server {
     /// # }
     /// ```
     pub fn try_clone_listener(&self) -> io::Result<std::net::TcpListener> {
-        let copy = socket2::SockRef::from(&self.listener)
-            .try_clone()
-            .map_err(|err| context("duplicate listener", err))?;
+        let copy = socket2::SockRef::from(&self.listener).try_clone()?;
         Ok(copy.into())
     }
 
@@ -241,10 +234,10 @@ impl Server {
     ///
     /// # Errors
     ///
-    /// Only if the event loop itself fails: the OS error of `epoll_wait(2)` (other than
-    /// [`io::ErrorKind::Interrupted`], which is retried), prefixed with `poll`. The counts up to
-    /// the failure are inside it: [`Report::from_failed_run`]. Errors on a connection close that
-    /// connection and are counted in [`Report::errors`].
+    /// Only if the event loop itself fails: a [`RunError`] holding the OS error of
+    /// `epoll_wait(2)` (other than [`io::ErrorKind::Interrupted`], which is retried) and the
+    /// [`Report`] of what the run did until then. It converts into an [`io::Error`] for `?`.
+    /// Errors on a connection close that connection and are counted in [`Report::errors`].
     ///
     /// # Examples
     ///
@@ -259,8 +252,18 @@ impl Server {
     /// # Ok(())
     /// # }
     /// ```
-    pub fn run(self) -> io::Result<Report> {
+    pub fn run(self) -> Result<Report, RunError> {
         Reactor::new(self.poll, self.listener, self.config, self.shared).run()
+    }
+
+    /// [`Server::run`] with room for no event, which makes the first `epoll_wait(2)` fail with
+    /// `EINVAL`: the one way to make the loop itself fail on purpose, so that a test (of this
+    /// crate, or of an embedder's handling of a [`RunError`]) can see one. Hidden, and outside
+    /// the API's promises.
+    #[doc(hidden)]
+    pub fn run_failing_at_first_poll(self) -> Result<Report, RunError> {
+        Reactor::new(self.poll, self.listener, self.config, self.shared)
+            .run_with(mio::Events::with_capacity(0))
     }
 }
 

@@ -50,9 +50,6 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(err) => {
-            if let Some(report) = Report::from_failed_run(&err) {
-                error!("stopped by a failure: {report}");
-            }
             // Not through the logger: -q must not hide why the process failed.
             eprintln!("netgrace: {err}");
             ExitCode::FAILURE
@@ -72,9 +69,10 @@ fn serve(options: Options, inherited: Inherited) -> io::Result<Report> {
     } else {
         ""
     };
+    let listen = config.listen;
     let server = match inherited.listener {
         Some(listener) => Server::from_std(listener, config)?,
-        None => Server::bind(config)?,
+        None => Server::bind(config).map_err(|err| context(format_args!("bind {listen}"), err))?,
     };
     if inherited.ignored > 0 {
         warn!(
@@ -103,7 +101,23 @@ fn serve(options: Options, inherited: Inherited) -> io::Result<Report> {
     restart.announce(inherited.ready);
     // The listener is registered and the loop is one call away: whatever is queued now is
     // accepted on its first turn.
-    server.run()
+    server.run().map_err(|failed| {
+        error!("stopped by a failure: {}", failed.report());
+        io::Error::from(failed)
+    })
+}
+
+/// `what: reason` with the kind kept, the OS's reason lowercased to read as one line (the library
+/// returns OS errors as they are, so that their `raw_os_error()` stays readable).
+fn context(what: std::fmt::Arguments<'_>, err: io::Error) -> io::Error {
+    let reason = err.to_string();
+    let mut chars = reason.chars();
+    let first = chars.next().map(|c| c.to_lowercase().to_string());
+    let rest = chars.as_str();
+    io::Error::new(
+        err.kind(),
+        format!("{what}: {}{rest}", first.unwrap_or_default()),
+    )
 }
 
 /// First SIGINT/SIGTERM: graceful; any later one: immediate (nginx's QUIT then TERM, on one key).
