@@ -45,7 +45,8 @@ pub struct Report {
     /// Connections closed because of an IO error on them (reset, broken pipe, ...), or accepted
     /// but not registered with the poll.
     pub errors: u64,
-    /// Connections closed because they were silent for [`Config::idle_timeout`](crate::Config::idle_timeout).
+    /// Connections closed because they were silent for
+    /// [`Config::idle_timeout`](crate::Config#structfield.idle_timeout).
     pub timed_out: u64,
     /// From the moment the reactor saw the shutdown request to the moment `run` returned.
     pub shutdown_duration: Duration,

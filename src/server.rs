@@ -55,13 +55,14 @@ pub struct Server {
 impl Server {
     /// Validates `config` and binds a listener on `config.listen`.
     ///
-    /// The socket gets `SO_REUSEADDR` (a restarted server can rebind at once) and a listen
-    /// backlog of [`Config::backlog`]. For other options (`SO_REUSEPORT`, a specific interface),
-    /// bind the listener yourself and use [`Server::from_std`].
+    /// The socket gets `SO_REUSEADDR` (a restarted server can rebind at once) and a listen backlog
+    /// of [`Config::backlog`](crate::Config#structfield.backlog). For other options
+    /// (`SO_REUSEPORT`, a specific interface), bind the listener yourself and use
+    /// [`Server::from_std`].
     ///
     /// Both constructors also reserve the process's descriptor table for
-    /// [`Config::max_connections`] connections, so that a burst of clients never waits for the
-    /// table to grow ([connection
+    /// [`Config::max_connections`](crate::Config#structfield.max_connections) connections, so that
+    /// a burst of clients never waits for the table to grow ([connection
     /// storms](crate::guide::hard_edges#connection-storms-and-the-listen-backlog)).
     ///
     /// # Errors
@@ -214,12 +215,14 @@ impl Server {
     /// Guaranteed:
     /// - `run` returns only after a [`ShutdownHandle`] request (or on a failure of the loop
     ///   itself); nothing a client does ends it or makes it panic;
-    /// - after [`ShutdownHandle::shutdown`], the clients already waiting in the accept backlog
-    ///   are accepted (within `max_connections`) and the listener is closed at once; each client
-    ///   receives every byte the server had read from it, and every byte that was already
-    ///   waiting in its socket (the drain reads until the socket is empty, at most
-    ///   [`Config::max_buffer`] more bytes), then EOF; `run` returns when all have closed or
-    ///   [`Config::drain_timeout`] has passed, whichever is first;
+    /// - after [`ShutdownHandle::shutdown`], the clients already waiting in the accept backlog are
+    ///   accepted (within `max_connections`) and the listener is closed at once; each client
+    ///   receives every byte the server had read from it, and every byte that was already waiting
+    ///   in its socket (the drain reads until the socket is empty, at most
+    ///   [`Config::max_buffer`](crate::Config#structfield.max_buffer) more bytes), then EOF; `run`
+    ///   returns when all have closed or
+    ///   [`Config::drain_timeout`](crate::Config#structfield.drain_timeout) has passed, whichever
+    ///   is first;
     /// - after [`ShutdownHandle::shutdown_now`], `run` closes everything and returns at once;
     /// - when it returns, every socket it opened is closed.
     ///
