@@ -17,7 +17,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{debug, info, log_enabled, trace, Level};
+use log::{debug, log_enabled, trace, Level};
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Poll, Token};
@@ -186,7 +186,7 @@ impl Reactor {
             if let Some((started, deadline)) = self.drain {
                 if deadline.is_some_and(|deadline| now >= deadline) && !self.connections.is_empty()
                 {
-                    info!(
+                    debug!(
                         "drain deadline passed: forcing {} connections",
                         self.connections.len()
                     );
@@ -208,7 +208,8 @@ impl Reactor {
     /// and hand the counts back inside the error, so they are not lost with the server `run`
     /// consumed.
     fn fail(mut self, operation: &'static str, err: io::Error) -> RunError {
-        log::error!(
+        // Debug, not error: the error goes back to the caller, whose job it is to report it.
+        debug!(
             "event loop failed: {operation}: {err}; closing {} connections",
             self.connections.len()
         );

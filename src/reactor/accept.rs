@@ -4,7 +4,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use log::{debug, info, trace, warn};
+use log::{debug, trace, warn};
 use mio::net::TcpStream;
 use mio::{Interest, Token};
 
@@ -66,7 +66,7 @@ impl Reactor {
         }
         let failures = self.backoff.succeed();
         if failures > 0 {
-            info!("accepting again after {failures} failed attempts");
+            debug!("accepting again after {failures} failed attempts");
         }
     }
 
