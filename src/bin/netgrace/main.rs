@@ -5,6 +5,9 @@
 //! One file per operator concern: `args.rs` (the command line), `activation.rs` (sockets passed
 //! in `LISTEN_FDS`), `restart.rs` (SIGHUP), `notify.rs` (systemd), `logger.rs` (stderr).
 
+#[cfg(not(unix))]
+compile_error!("the netgrace binary needs Unix; elsewhere use the library without `cli`");
+
 use std::io;
 use std::process::ExitCode;
 
