@@ -1,6 +1,6 @@
-//! The loop narrating itself: the trace that `netgrace -vv` prints (here, log level trace for
-//! netgrace's modules and warn for mio's, through a small logger of its own), for two scenarios
-//! in a row, each on its own server:
+//! The loop narrating itself: the trace that `netgrace -vv` prints (here, through simple_logger
+//! on stdout: log level trace for netgrace's modules, info for this example's, warn for mio's),
+//! for two scenarios in a row, each on its own server:
 //!
 //! - (a) the ten-clients scenario of `ten_clients.rs`, shortened to 3 lines per client and 50 ms
 //!   pauses so that the trace stays readable;
@@ -12,7 +12,7 @@
 //! docs/event-loop.md, "Watch it run", annotates a captured trace. This example is longer than
 //! the others because (b) needs a client that writes and reads on two threads, and the small
 //! socket buffers that make backpressure show on loopback. Run it with
-//! `cargo run --example watch_it_run 2> trace.txt`; it ends by itself within a few seconds. To
+//! `cargo run --example watch_it_run > trace.txt`; it ends by itself within a few seconds. To
 //! watch the binary instead, run `cargo run -- -vv` and poke it with `nc 127.0.0.1 5388`. It needs
 //! the default `cli` feature (for socket2's `set_tcp_mss`).
 
@@ -20,10 +20,11 @@ use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use log::{info, LevelFilter};
 use netgrace::{Config, Report, Server, ShutdownHandle};
+use simple_logger::SimpleLogger;
 
 const CLIENTS: usize = 10;
 const LINES: usize = 3;
@@ -47,36 +48,14 @@ const STALL: Duration = Duration::from_millis(100);
 const TIMEOUT: Duration = Duration::from_secs(5);
 
 fn main() -> io::Result<()> {
-    let logger = Box::leak(Box::new(Logger(Instant::now())));
-    log::set_logger(logger).map_err(|err| io::Error::other(err.to_string()))?;
-    log::set_max_level(LevelFilter::Trace);
+    SimpleLogger::new()
+        .with_level(LevelFilter::Warn)
+        .with_module_level("netgrace", LevelFilter::Trace)
+        .with_module_level("watch_it_run", LevelFilter::Info)
+        .init()
+        .map_err(io::Error::other)?;
     ten_clients()?;
     slow_reader()
-}
-
-/// Prints netgrace's records down to trace, this example's down to info and anyone else's (mio's)
-/// down to warn, one line each, as the binary does, but timed in seconds since the start:
-/// `0.012 TRACE [netgrace::reactor::trace] turn 1: ...`.
-struct Logger(Instant);
-
-impl log::Log for Logger {
-    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        let level = match metadata.target().split("::").next() {
-            Some("netgrace") => LevelFilter::Trace,
-            Some("watch_it_run") => LevelFilter::Info,
-            _ => LevelFilter::Warn,
-        };
-        metadata.level() <= level
-    }
-
-    fn log(&self, record: &log::Record<'_>) {
-        if self.enabled(record.metadata()) {
-            let (at, level) = (self.0.elapsed().as_secs_f64(), record.level());
-            eprintln!("{at:.3} {level:<5} [{}] {}", record.target(), record.args());
-        }
-    }
-
-    fn flush(&self) {}
 }
 
 /// (a): each client sends a line, reads it back, pauses; then a graceful shutdown.

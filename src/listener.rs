@@ -4,12 +4,13 @@
 //! backlog of 128 (std's value); `socket2` exposes each step without `unsafe` in this crate.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 
-use mio::net::TcpListener;
 use socket2::{Domain, Protocol, Socket, Type};
 
-/// Binds a nonblocking listener on `addr` with a `listen(2)` backlog of `backlog`.
+/// Binds a listener on `addr` with a `listen(2)` backlog of `backlog`, in blocking mode (the
+/// default for a new socket): [`Server::bind`](crate::Server::bind) makes it nonblocking for its
+/// poll, [`Server::bind_listener`](crate::Server::bind_listener) hands it over as it is.
 ///
 /// `backlog` has been validated to fit an `int`; Linux silently caps it at
 /// `net.core.somaxconn` (listen(2), "NOTES").
@@ -24,6 +25,5 @@ pub(crate) fn bind(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
     socket.bind(&addr.into())?;
     let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
     socket.listen(backlog)?;
-    socket.set_nonblocking(true)?;
-    Ok(TcpListener::from_std(socket.into()))
+    Ok(socket.into())
 }

@@ -88,9 +88,40 @@ impl Server {
     /// ```
     pub fn bind(config: Config) -> io::Result<Server> {
         config.validate()?;
+        let listener = Server::bind_listener(&config)?;
+        listener.set_nonblocking(true)?;
+        Server::new(TcpListener::from_std(listener), config)
+    }
+
+    /// Binds the listening socket exactly as [`Server::bind`] would
+    /// ([`Config::listen`](crate::Config#structfield.listen),
+    /// [`Config::backlog`](crate::Config#structfield.backlog), the same errors), without a server:
+    /// for a process that holds the socket while other processes serve it, each adopting a copy
+    /// with [`Server::from_std`] (the binary's master and its workers, [the restart
+    /// guide](crate::guide::restart)).
+    ///
+    /// The socket is blocking and close-on-exec; pass it on deliberately.
+    ///
+    /// # Errors
+    ///
+    /// As [`Server::bind`], minus the poll: an OS error comes back as the OS gave it, its
+    /// `raw_os_error()` intact.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// let config = netgrace::Config::new("127.0.0.1:0".parse().unwrap());
+    /// let listener = netgrace::Server::bind_listener(&config)?;
+    /// let server = netgrace::Server::from_std(listener.try_clone()?, config)?;
+    /// assert_eq!(server.local_addr(), listener.local_addr()?);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn bind_listener(config: &Config) -> io::Result<std::net::TcpListener> {
+        config.validate()?;
         // The OS error as it is: wrapped with context it would lose its `raw_os_error()`.
-        let listener = listener::bind(config.listen, config.backlog)?;
-        Server::new(listener, config)
+        listener::bind(config.listen, config.backlog)
     }
 
     /// Serves on a listener the host already has (inherited from a supervisor, or bound with

@@ -20,7 +20,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Instant;
 
@@ -28,7 +28,7 @@ use command_fds::{CommandFdExt, FdMapping};
 use group::Group;
 use rustix::process::Signal;
 
-use common::binary::{assert_report, follow_stderr, listening_addr, netgrace, netgrace_under};
+use common::binary::{assert_report, follow_output, listening_addr, netgrace, netgrace_under};
 use common::{assert_echo, assert_refused, connect, read_to_eof, TIMEOUT};
 
 /// The line a server serving an inherited listener on `addr` logs once it serves.
@@ -286,11 +286,10 @@ struct Started {
 impl Started {
     #[track_caller]
     fn spawn(mut command: Command) -> Started {
-        command.stdout(Stdio::null()).stderr(Stdio::piped());
-        let mut child = command.spawn().expect("spawn netgrace");
+        let lines = follow_output(&mut command);
+        let child = command.spawn().expect("spawn netgrace");
         // The command holds this process's copy of whatever was mapped to descriptor 3.
         drop(command);
-        let lines = follow_stderr(&mut child);
         Started {
             child,
             lines,

@@ -1,5 +1,5 @@
 #![cfg(feature = "cli")]
-//! The binary as a user runs it: flags and exit codes, logs on stderr, and the signals that stop
+//! The binary as a user runs it: flags and exit codes, logs on stdout, and the signals that stop
 //! it (the first one gracefully, a second one at once).
 //!
 //! Every process is spawned through `common::binary::netgrace`, which puts `-l 127.0.0.1:0`
@@ -223,10 +223,10 @@ fn first_signal_drains_then_exits_0(signal: &str) {
     drop(client);
 
     let log = serving.wait_for_exit_0();
-    let stderr = log.join("\n");
-    assert!(stderr.contains("shutting down"), "stderr:\n{stderr}");
+    let log_text = log.join("\n");
+    assert!(log_text.contains("shutting down"), "log:\n{log_text}");
     // The default level is info: per-connection lines (debug) stay hidden.
-    assert!(!stderr.contains("DEBUG"), "stderr:\n{stderr}");
+    assert!(!log_text.contains("DEBUG"), "log:\n{log_text}");
     assert_report(
         &log,
         &[

@@ -4,7 +4,7 @@
 //! `compare` starts it as a child process; by hand:
 //! `cargo bench --bench echo -- serve-tokio-ct 127.0.0.1:5389`, then `nc 127.0.0.1 5389`.
 //!
-//! It logs `listening on ADDR` to stderr, like netgrace. On SIGTERM or SIGINT it stops as such
+//! It logs `listening on ADDR` to stdout, like netgrace. On SIGTERM or SIGINT it stops as such
 //! servers usually do: `main` returns, the runtime drops every task, and the process exits, so
 //! the kernel closes each socket. For an idle connection that is the same FIN netgrace sends,
 //! with no drain in user space: the cheapest stop there is, and the one netgrace is timed against.
@@ -33,7 +33,7 @@ pub fn serve(addr: SocketAddr, multi_thread: bool) -> io::Result<()> {
 
 async fn accept_until_signal(addr: SocketAddr) -> io::Result<()> {
     let listener = TcpListener::bind(addr).await?;
-    eprintln!("listening on {}", listener.local_addr()?);
+    println!("listening on {}", listener.local_addr()?);
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     loop {
@@ -43,7 +43,7 @@ async fn accept_until_signal(addr: SocketAddr) -> io::Result<()> {
                     tokio::spawn(echo(socket));
                 }
                 // A client that gave up, or out of descriptors: as most users do, go on.
-                Err(err) => eprintln!("accept: {err}"),
+                Err(err) => println!("accept: {err}"),
             },
             _ = terminate.recv() => return Ok(()),
             _ = interrupt.recv() => return Ok(()),

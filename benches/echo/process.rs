@@ -83,7 +83,7 @@ pub struct ServerProcess {
     pub addr: SocketAddr,
     child: Option<Child>,
     pid: u32,
-    /// Drains the server's stderr, so its logging never blocks on a full pipe.
+    /// Drains the server's output, so its logging never blocks on a full pipe.
     log: Option<JoinHandle<String>>,
 }
 
@@ -113,17 +113,22 @@ impl ServerProcess {
             }
             None => Command::new(&program),
         };
+        // The servers log on stdout and say why they fail on stderr: one pipe takes both, in the
+        // order they were written, so the reader has the `listening on` line or the last words.
+        let (output, writer) = io::pipe()?;
         command
             .args(args)
             .stdin(Stdio::null())
-            .stdout(Stdio::null());
+            .stdout(writer.try_clone()?)
+            .stderr(writer);
         let mut child = command
-            .stderr(Stdio::piped())
             .spawn()
             .map_err(|err| io::Error::new(err.kind(), format!("start {program}: {err}")))?;
+        // It holds a copy of the pipe's write end, which would keep EOF from ever arriving.
+        drop(command);
         let pid = child.id();
-        let mut stderr = BufReader::new(child.stderr.take().ok_or(io::ErrorKind::BrokenPipe)?);
-        let addr = match read_listening_line(&mut stderr, kind) {
+        let mut output = BufReader::new(output);
+        let addr = match read_listening_line(&mut output, kind) {
             Ok(addr) => addr,
             Err(err) => {
                 // Reap it (it has exited, or will never listen), so no zombie outlives the error.
@@ -134,7 +139,7 @@ impl ServerProcess {
         };
         let log = std::thread::spawn(move || {
             let mut rest = String::new();
-            let _ = stderr.read_to_string(&mut rest);
+            let _ = output.read_to_string(&mut rest);
             rest
         });
         Ok(ServerProcess {
@@ -260,16 +265,16 @@ pub struct Exit {
     pub status: ExitStatus,
     /// When it was reaped.
     pub at: Instant,
-    /// What it wrote to stderr after its `listening on` line.
+    /// What it wrote (stdout and stderr) after its `listening on` line.
     pub log: String,
 }
 
-fn read_listening_line(stderr: &mut impl BufRead, kind: Kind) -> io::Result<SocketAddr> {
+fn read_listening_line(output: &mut impl BufRead, kind: Kind) -> io::Result<SocketAddr> {
     // Everything read so far: if the server exits instead, its last words say why.
     let mut said = String::new();
     loop {
         let start = said.len();
-        if stderr.read_line(&mut said)? == 0 {
+        if output.read_line(&mut said)? == 0 {
             let msg = format!("{} exited before listening: {}", kind.name(), said.trim());
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, msg));
         }

@@ -1,6 +1,6 @@
 //! Helpers for the tests that drive the netgrace binary as a child process: a predictable
-//! command line, runs that end by themselves, a server whose stderr is followed line by line,
-//! signals, and the server's `/proc/PID` figures.
+//! command line, runs that end by themselves, a server whose log (stdout) is followed line by
+//! line, signals, and the server's `/proc/PID` figures.
 //!
 //! Every process is owned by a [`Process`] that kills and reaps it on drop, so a failing test
 //! never leaves a server behind.
@@ -53,6 +53,17 @@ impl Process {
     #[track_caller]
     pub fn spawn(mut command: Command) -> Process {
         Process(command.spawn().expect("spawn netgrace"))
+    }
+
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// Reaps the process; call it once its output is at EOF, so that it does not block.
+    #[track_caller]
+    pub fn wait(&mut self) -> ExitStatus {
+        self.0.wait().expect("wait for netgrace")
     }
 
     /// Sends `signal` (`TERM`, `INT`) with kill(1), as an operator would.
@@ -122,13 +133,31 @@ fn recv_by<T>(rx: &Receiver<T>, deadline: Instant) -> Option<T> {
         .ok()
 }
 
-/// Forwards `child`'s stderr line by line over a channel, from a thread, until EOF (when every
-/// process sharing that stderr, successors included, has exited).
-pub fn follow_stderr(child: &mut Child) -> Receiver<String> {
-    let stderr = child.stderr.take().expect("stderr is piped");
+/// Forwards `child`'s stdout, where the binary logs, line by line over a channel, from a thread,
+/// until EOF (when every process sharing that stdout, successors included, has exited).
+pub fn follow_stdout(child: &mut Child) -> Receiver<String> {
+    follow_lines(child.stdout.take().expect("stdout is piped"))
+}
+
+/// Points `command`'s stdout and stderr at one pipe and forwards its lines over a channel, from
+/// a thread, in the order they were written: the log and any fatal error together.
+///
+/// EOF comes when every process holding the pipe has exited and `command`, which holds a copy
+/// of the pipe's write end until it is dropped, is gone.
+pub fn follow_output(command: &mut Command) -> Receiver<String> {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    command
+        .stdout(writer.try_clone().expect("dup the pipe"))
+        .stderr(writer);
+    follow_lines(reader)
+}
+
+/// Forwards the lines of `stream` (a pipe the binary writes) over a channel, from a thread,
+/// until EOF.
+pub fn follow_lines(stream: impl Read + Send + 'static) -> Receiver<String> {
     let (tx, lines) = mpsc::channel();
     std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
+        for line in BufReader::new(stream).lines() {
             // A read error ends the log early; a failed send means the test has gone.
             let Ok(line) = line else { break };
             if tx.send(line).is_err() {
@@ -137,6 +166,19 @@ pub fn follow_stderr(child: &mut Child) -> Receiver<String> {
         }
     });
     lines
+}
+
+/// The pids a line names after `pid ` or `pids `, such as the master's
+/// `serving: 2 workers: pids 10 11`.
+pub fn pids_in(line: &str) -> Vec<u32> {
+    let Some(at) = line.rfind("pid") else {
+        return Vec::new();
+    };
+    line[at..]
+        .split_whitespace()
+        .skip(1)
+        .map_while(|word| word.trim_end_matches([';', ',']).parse().ok())
+        .collect()
 }
 
 /// The address of a `listening on ADDR` line: its first word, since an inherited socket adds
@@ -151,14 +193,20 @@ pub fn listening_addr(line: &str) -> SocketAddr {
         .unwrap_or_else(|err| panic!("address in {line:?}: {err}"))
 }
 
-/// A netgrace serving on `127.0.0.1:0`, its stderr forwarded line by line over a channel.
+/// A netgrace serving on `127.0.0.1:0`, its log (stdout) forwarded line by line over a channel.
+///
+/// The process is the master, which holds the socket and is the one to signal; its workers
+/// serve. The `/proc/PID` figures are the first worker's, the process that holds the
+/// connections.
 pub struct Serving {
     process: Process,
     /// The address from the `listening on` line.
     pub addr: SocketAddr,
+    /// The workers' pids, from the master's `serving:` line.
+    pub workers: Vec<u32>,
     /// Closed by the forwarding thread at EOF, that is when the process exits.
     lines: Receiver<String>,
-    /// Every stderr line received so far: for assertions and for failure messages.
+    /// Every log line received so far: for assertions and for failure messages.
     pub log: Vec<String>,
 }
 
@@ -173,12 +221,15 @@ impl Serving {
     /// the address it listens on.
     #[track_caller]
     pub fn spawn(mut command: Command) -> Serving {
-        command.stdout(Stdio::null()).stderr(Stdio::piped());
+        // stderr stays the test's: the binary writes there only a fatal error (or a panic),
+        // which a failing test then shows.
+        command.stdout(Stdio::piped()).stderr(Stdio::inherit());
         let mut process = Process::spawn(command);
-        let lines = follow_stderr(&mut process.0);
+        let lines = follow_stdout(&mut process.0);
         let mut serving = Serving {
             process,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            workers: Vec::new(),
             lines,
             log: Vec::new(),
         };
@@ -187,6 +238,9 @@ impl Serving {
         serving.addr = listening_addr(&line);
         assert!(serving.addr.ip().is_loopback(), "{line}");
         assert_ne!(serving.addr.port(), 0, "{line}");
+        let line = serving.wait_for("serving: ");
+        serving.workers = pids_in(&line);
+        assert!(!serving.workers.is_empty(), "{line}");
         serving
     }
 
@@ -196,12 +250,12 @@ impl Serving {
         self.process.signal(signal);
     }
 
-    /// The process id.
+    /// The master's process id.
     pub fn pid(&self) -> u32 {
         self.process.0.id()
     }
 
-    /// Waits (bounded by [`TIMEOUT`]) for a stderr line containing `needle`, and returns it.
+    /// Waits (bounded by [`TIMEOUT`]) for a log line containing `needle`, and returns it.
     #[track_caller]
     pub fn wait_for(&mut self, needle: &str) -> String {
         let deadline = Instant::now() + TIMEOUT;
@@ -210,14 +264,14 @@ impl Serving {
                 Ok(line) if line.contains(needle) => return line,
                 Ok(_) => {}
                 Err(err) => panic!(
-                    "no log line with {needle:?}: {err:?}; stderr:\n{}",
+                    "no log line with {needle:?}: {err:?}; log:\n{}",
                     self.log.join("\n")
                 ),
             }
         }
     }
 
-    /// The next stderr line, also kept in `log`; `Disconnected` once the process has exited.
+    /// The next log line, also kept in `log`; `Disconnected` once the process has exited.
     fn next_line(&mut self, deadline: Instant) -> Result<String, RecvTimeoutError> {
         let line = self
             .lines
@@ -226,7 +280,7 @@ impl Serving {
         Ok(line)
     }
 
-    /// How many stderr lines received so far contain `needle`.
+    /// How many log lines received so far contain `needle`.
     pub fn count_in_log(&self, needle: &str) -> usize {
         self.log.iter().filter(|line| line.contains(needle)).count()
     }
@@ -240,7 +294,7 @@ impl Serving {
     /// Waits (bounded by [`TIMEOUT`]) for the process to exit, asserts it exited 0, and returns
     /// its log.
     ///
-    /// The stderr channel closes at EOF, when the process exits; only then is `wait` called, so
+    /// The log channel closes at EOF, when the process exits; only then is `wait` called, so
     /// it does not block.
     #[track_caller]
     pub fn wait_for_exit_0(mut self) -> Vec<String> {
@@ -250,20 +304,20 @@ impl Serving {
                 Ok(_) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => panic!(
-                    "netgrace did not exit within {TIMEOUT:?}; stderr:\n{}",
+                    "netgrace did not exit within {TIMEOUT:?}; log:\n{}",
                     self.log.join("\n")
                 ),
             }
         }
         let status = self.process.0.wait().expect("wait for netgrace");
         let log = std::mem::take(&mut self.log);
-        assert!(status.success(), "{status}; stderr:\n{}", log.join("\n"));
+        assert!(status.success(), "{status}; log:\n{}", log.join("\n"));
         log
     }
 
-    /// A file of the server's `/proc/PID` directory.
+    /// A file of the (first) worker's `/proc/PID` directory.
     fn proc_path(&self, file: &str) -> String {
-        format!("/proc/{}/{file}", self.process.0.id())
+        format!("/proc/{}/{file}", self.workers[0])
     }
 
     /// Descriptors the server holds now (entries of `/proc/PID/fd`).
@@ -319,7 +373,7 @@ pub fn report(log: &[String]) -> HashMap<String, String> {
     let last = log.last().map(String::as_str).unwrap_or_default();
     let Some((_, counters)) = last.split_once("shutdown complete: ") else {
         panic!(
-            "the last log line should be the report; stderr:\n{}",
+            "the last log line should be the report; log:\n{}",
             log.join("\n")
         );
     };
@@ -338,7 +392,7 @@ pub fn assert_report(log: &[String], expected: &[(&str, &str)]) {
         assert_eq!(
             report.get(*counter).map(String::as_str),
             Some(*value),
-            "{counter} in the report; stderr:\n{}",
+            "{counter} in the report; log:\n{}",
             log.join("\n")
         );
     }

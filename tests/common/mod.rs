@@ -362,7 +362,8 @@ pub fn assert_counts(report: &Report, accepted: u64, all_in: Counts) {
     );
 }
 
-/// Logs from the library go to stderr when `NETGRACE_TEST_LOG` is set (e.g. to `debug`).
+/// Logs from the library go to stdout, through simple_logger, when `NETGRACE_TEST_LOG` is set
+/// (e.g. to `debug`); the test harness captures them per test.
 pub fn init_logger() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
@@ -370,23 +371,7 @@ pub fn init_logger() {
             .ok()
             .and_then(|level| level.parse().ok())
             .unwrap_or(log::LevelFilter::Off);
-        if log::set_logger(&StderrLogger).is_ok() {
-            log::set_max_level(level);
-        }
+        // Fails only if a logger is already set, which then keeps logging.
+        let _ = simple_logger::SimpleLogger::new().with_level(level).init();
     });
-}
-
-/// Writes each log record to stderr, which the test harness captures per test.
-struct StderrLogger;
-
-impl log::Log for StderrLogger {
-    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-        true
-    }
-
-    fn log(&self, record: &log::Record<'_>) {
-        eprintln!("{} {}: {}", record.level(), record.target(), record.args());
-    }
-
-    fn flush(&self) {}
 }

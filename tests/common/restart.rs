@@ -72,9 +72,9 @@ impl Lineage {
     #[track_caller]
     pub fn spawn(mut command: Command) -> Lineage {
         become_subreaper();
-        command.stdout(Stdio::null()).stderr(Stdio::piped());
+        command.stdout(Stdio::piped()).stderr(Stdio::inherit());
         let mut original = spawn_retrying(&mut command);
-        let lines = binary::follow_stderr(&mut original);
+        let lines = binary::follow_stdout(&mut original);
         let mut lineage = Lineage {
             original,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),

@@ -8,7 +8,7 @@
 //! reaped, round after round until none is left, so no server outlives the benchmark. While a
 //! lineage lives, the benchmark runs nothing else: its children are the lineage's processes.
 //!
-//! All processes share the first one's stderr (a successor inherits it), so one thread reads
+//! All processes share the first one's stdout, their log (a successor inherits it), so one thread reads
 //! every line of every generation, in the order they were written.
 
 use std::io::{self, BufRead, BufReader};
@@ -78,7 +78,7 @@ pub struct Lineage {
     pub addr: SocketAddr,
     /// The pid that serves now: the first process, then each successor once adopted.
     current: u32,
-    /// Each line of the servers' stderr and when our reader had it.
+    /// Each line of the servers' log and when our reader had it.
     lines: Receiver<(Instant, String)>,
     /// When the lines that mark a restart's phases were read, since the last SIGHUP.
     spawned_at: Option<Instant>,
@@ -114,18 +114,18 @@ impl Lineage {
             .args(flags)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
         let mut child = command.spawn().map_err(|err| {
             // Nothing was started: no lineage, so stop being a subreaper here.
             let _ = rp::set_child_subreaper(None);
             let msg = format!("start {}: {err}", program.display());
             io::Error::new(err.kind(), msg)
         })?;
-        let stderr = child.stderr.take().ok_or(io::ErrorKind::BrokenPipe)?;
+        let log = child.stdout.take().ok_or(io::ErrorKind::BrokenPipe)?;
         let (send, lines) = mpsc::channel();
         let log = std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
+            for line in BufReader::new(log).lines() {
                 let Ok(line) = line else { break };
                 if send.send((Instant::now(), line)).is_err() {
                     break;

@@ -3,6 +3,7 @@
 
 use std::ffi::OsString;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use lexopt::prelude::*;
@@ -10,7 +11,7 @@ use netgrace::{Config, MAX_CONNECTIONS_LIMIT};
 
 pub(crate) const USAGE: &str = "usage: netgrace [-l ADDR] [--max-connections N] [--backlog N] \
                      [--max-buffer BYTES] [--drain-timeout SECS] [--idle-timeout SECS] \
-                     [--restart-timeout SECS] [-v | -q] [-h] [-V]";
+                     [--restart-timeout SECS] [--workers N] [--pid-file PATH] [-v | -q] [-h] [-V]";
 
 pub(crate) const HELP: &str = "\
 netgrace: a TCP echo server that shuts down gracefully
@@ -26,24 +27,31 @@ options:
       --drain-timeout SECS   how long a graceful shutdown waits for clients [default: 5]
       --idle-timeout SECS    close connections silent this long; 'never' or 0 turns it off
                              [default: 300]
-      --restart-timeout SECS how long SIGHUP waits for the new process to serve before it
+      --restart-timeout SECS how long SIGHUP waits for the new workers to serve before it
                              gives up and keeps serving [default: 10]
+      --workers N            worker processes sharing the listening socket, each one
+                             single-threaded event loop [default: 1]
+      --pid-file PATH        write the master's pid here once serving; removed at exit
   -v, --verbose              more log output (repeat for trace)
   -q, --quiet                less log output (repeat for errors only, then none)
   -h, --help                 print this help
   -V, --version              print the version
 
-signals: the first SIGINT or SIGTERM stops gracefully (refuse new clients, echo what was read,
-then EOF); a second one stops at once. SIGHUP restarts without dropping a client: the program
-file is run again with the same arguments and the listening socket, and once it serves, this
-process hands over and drains its own connections.
+processes: the process you start is the master. It holds the listening socket for the life of
+the service, starts the workers that serve it, replaces a worker that dies, and exits last, with
+the service's exit code. Signal the master; its pid never changes.
+
+signals: the first SIGINT, SIGTERM or SIGQUIT stops gracefully (refuse new clients, echo what
+was read, then EOF); a second one stops at once. SIGHUP restarts without dropping a client: new
+workers are started from the program file with the same arguments, and once they serve, the old
+ones hand over and drain their own connections. SIGUSR1 and SIGUSR2 are ignored.
 
 environment: LISTEN_FDS (socket activation: serve the listening socket at descriptor 3
 instead of binding --listen), NOTIFY_SOCKET (systemd readiness), RUST_LOG (the log level when
-neither -v nor -q is given). Logs go to stderr.
+neither -v nor -q is given). Logs go to stdout.
 ";
 
-/// How long SIGHUP waits for a successor to serve, by default: a fresh process binds nothing
+/// How long SIGHUP waits for the new workers to serve, by default: a fresh worker binds nothing
 /// (it inherits the socket), so it is ready in milliseconds unless something is wrong; ten
 /// seconds leaves room for a cold disk cache on a loaded machine.
 pub(crate) const DEFAULT_RESTART_TIMEOUT: Duration = Duration::from_secs(10);
@@ -61,12 +69,20 @@ pub(crate) struct Options {
     /// Count of -v minus count of -q.
     pub(crate) verbosity: i32,
     pub(crate) restart_timeout: Duration,
+    pub(crate) workers: usize,
+    pub(crate) pid_file: Option<PathBuf>,
 }
+
+/// The most `--workers`: far more than this machine's cores would use; a bound so that a typo
+/// cannot fork thousands of processes.
+pub(crate) const MAX_WORKERS: usize = 256;
 
 pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, lexopt::Error> {
     let mut config = Config::new(([127, 0, 0, 1], netgrace::DEFAULT_PORT).into());
     let mut verbosity = 0;
     let mut restart_timeout = DEFAULT_RESTART_TIMEOUT;
+    let mut workers = 1;
+    let mut pid_file = None;
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next()? {
         match arg {
@@ -99,12 +115,14 @@ pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command,
             Long("restart-timeout") => {
                 restart_timeout = parse_secs(parser.value()?, "--restart-timeout")?;
                 if restart_timeout.is_zero() {
-                    // Zero would fail every restart before the successor could start.
+                    // Zero would fail every restart before the new workers could start.
                     return Err(
                         "invalid value for '--restart-timeout': must be more than 0 seconds".into(),
                     );
                 }
             }
+            Long("workers") => workers = parse_count(parser.value()?, "--workers", MAX_WORKERS)?,
+            Long("pid-file") => pid_file = Some(PathBuf::from(parser.value()?)),
             Short('v') | Long("verbose") => verbosity += 1,
             Short('q') | Long("quiet") => verbosity -= 1,
             Short('h') | Long("help") => return Ok(Command::Help),
@@ -116,6 +134,8 @@ pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command,
         config,
         verbosity,
         restart_timeout,
+        workers,
+        pid_file,
     }))
 }
 
