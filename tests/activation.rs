@@ -1,16 +1,15 @@
 #![cfg(feature = "cli")]
-//! Socket activation (sd_listen_fds(3)): with `LISTEN_FDS=1`, and `LISTEN_PID` unset or naming
-//! the server itself, the binary serves the listening socket at descriptor 3 instead of binding
-//! `--listen`, and refuses to start on anything else there.
+//! Socket activation by the letter of sd_listen_fds(3): the master serves the listening socket
+//! at descriptor 3 only when `LISTEN_FDS=1` and `LISTEN_PID` names the master itself; it binds
+//! `--listen` when the descriptors are another process's; it refuses to start on anything but
+//! one listening TCP socket; and its workers get the socket, their control channel and the
+//! master's marker, nothing of systemd's.
 //!
-//! Each test binds the socket itself and maps it to descriptor 3 of the child (`command-fds`),
-//! as systemd does for a `.socket` unit. `--listen` names a port the test holds, so a binary
-//! that bound it instead of serving descriptor 3 would fail to start.
-//!
-//! [`Started`] follows stderr like `common::binary::Serving`, which cannot be used here: it
-//! reads the `listening on` line as a bare address (an inherited listener's line says more),
-//! and these tests need the server's pid.
+//! Each test binds the sockets itself and maps them into the master (`command-fds`), as
+//! systemd does for a `.socket` unit.
 
+#[path = "common/activate.rs"]
+mod activate;
 mod common;
 #[path = "common/group.rs"]
 mod group;
@@ -19,22 +18,18 @@ use std::fs::File;
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, ExitStatus};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::time::Instant;
+use std::process::Command;
 
-use command_fds::{CommandFdExt, FdMapping};
+use activate::{
+    descriptors, environ, map_descriptors, own_target, pass_listen_fds, run_to_exit, spawn_in,
+    target, with_own_listen_pid,
+};
+use common::binary::{assert_report, netgrace, netgrace_under, pids_in};
+use common::{assert_echo, assert_refused, connect, read_to_eof};
 use group::Group;
-use rustix::process::Signal;
 
-use common::binary::{assert_report, follow_output, listening_addr, netgrace, netgrace_under};
-use common::{assert_echo, assert_refused, connect, read_to_eof, TIMEOUT};
-
-/// The line a server serving an inherited listener on `addr` logs once it serves.
-fn inherited_line(addr: SocketAddr) -> String {
-    format!("listening on {addr} (inherited at descriptor 3; --listen not used)")
-}
+/// What the master logs when it serves an inherited socket instead of binding `--listen`.
+const INHERITED: &str = "(inherited at descriptor 3; --listen not used)";
 
 /// A listener on `127.0.0.1:0`: the socket to pass, or a port to hold.
 fn bind() -> TcpListener {
@@ -45,325 +40,299 @@ fn addr_of(listener: &TcpListener) -> SocketAddr {
     listener.local_addr().expect("local_addr")
 }
 
-/// Sets `LISTEN_FDS=1` and a systemd-like `LISTEN_FDNAMES` on `command`, and gives it `fd` as
-/// descriptor 3. The command owns `fd` from here on: once it has spawned and is dropped, the
-/// test holds no copy, and only the server keeps the socket open.
-fn pass_at_descriptor_3(command: &mut Command, fd: OwnedFd) {
-    command
-        .env("LISTEN_FDS", "1")
-        .env("LISTEN_FDNAMES", "netgrace.socket")
-        .fd_mappings(vec![FdMapping {
-            parent_fd: fd,
-            child_fd: 3,
-        }])
-        .expect("map to descriptor 3");
-}
-
-/// `netgrace -l TAKEN` with `fd` at descriptor 3, `LISTEN_FDS=1` and no `LISTEN_PID`
-/// (sd_listen_fds(3) accepts it unset, as a successor started by a restart has it).
-fn activated(fd: OwnedFd, taken: &TcpListener) -> Command {
-    let mut command = netgrace(&["-l", &addr_of(taken).to_string()]);
-    command.env_remove("LISTEN_PID");
-    pass_at_descriptor_3(&mut command, fd);
-    command
-}
-
-/// Like [`activated`], but with `LISTEN_PID` set to the server's own pid, as systemd sets it:
-/// a shell exports its own pid, then becomes netgrace (`exec` keeps the pid and descriptor 3).
-fn activated_with_own_pid(fd: OwnedFd, taken: &TcpListener) -> Command {
-    const EXPORT_OWN_PID: &str = "export LISTEN_PID=$$; exec \"$@\"";
+/// `netgrace -l TAKEN` with `LISTEN_PID` naming it and `fd` passed at descriptor 3. `TAKEN` is
+/// a port the test holds: a master that bound `--listen` instead of serving descriptor 3 could
+/// not start.
+fn activated(fd: OwnedFd, taken: &TcpListener, args: &[&str]) -> Command {
     let taken = addr_of(taken).to_string();
-    let mut command = netgrace_under(&["sh", "-c", EXPORT_OWN_PID, "sh"], &["-l", &taken]);
-    pass_at_descriptor_3(&mut command, fd);
+    let mut command = with_own_listen_pid(&[], &[&["-l", &taken], args].concat());
+    pass_listen_fds(&mut command, vec![fd]);
     command
 }
 
+/// The served socket is the one systemd passed, and the master holds the last copy of it: once
+/// the service has stopped, connecting is refused.
 #[test]
-fn an_inherited_listener_is_served_instead_of_listen_and_closed_at_exit() {
-    let taken = bind();
-    let listener = bind();
+fn an_inherited_listener_with_our_listen_pid_is_served_and_closed_at_exit() {
+    let group = Group::new();
+    let (taken, listener) = (bind(), bind());
     let addr = addr_of(&listener);
-    let mut server = Started::spawn(activated(listener.into(), &taken));
-    server.wait_for(&inherited_line(addr));
+    let serving = spawn_in(&group, activated(listener.into(), &taken, &[]));
+    assert_eq!(serving.addr, addr, "{:?}", serving.log);
+    assert_eq!(serving.count_in_log(INHERITED), 1, "{:?}", serving.log);
 
-    let mut client = connect(addr);
+    let mut client = serving.connect();
     assert_echo(&mut client, b"served from descriptor 3\n");
-    server.signal("TERM");
+    serving.signal("TERM");
     assert_eq!(read_to_eof(&mut client), b"", "nothing was left to echo");
     drop(client);
-
-    let (status, log) = server.wait_for_exit();
-    assert_eq!(status.code(), Some(0), "stderr:\n{}", log.join("\n"));
-    assert_report(
-        &log,
-        &[
-            ("accepted", "1"),
-            ("bytes_echoed", "25"),
-            ("drained", "1"),
-            ("errors", "0"),
-            ("stop", "graceful"),
-        ],
-    );
-    // The server held the last descriptor of the socket; with it gone, nothing listens.
+    let log = serving.wait_for_exit_0();
+    let report = [("accepted", "1"), ("bytes_echoed", "25"), ("errors", "0")];
+    assert_report(&log, &report);
     assert_refused(addr);
 }
 
-#[test]
-fn listen_pid_naming_the_server_itself_is_honoured() {
-    let taken = bind();
-    let listener = bind();
-    let addr = addr_of(&listener);
-    let mut server = Started::spawn(activated_with_own_pid(listener.into(), &taken));
-    server.wait_for(&inherited_line(addr));
-    assert_echo(&mut connect(addr), b"ping\n");
-    server.signal("TERM");
-    let (status, log) = server.wait_for_exit();
-    assert_eq!(status.code(), Some(0), "stderr:\n{}", log.join("\n"));
-    assert_report(&log, &[("accepted", "1"), ("errors", "0")]);
-}
-
-/// `LISTEN_FDS` meant for another process (this test's pid in `LISTEN_PID`) is not ours: the
-/// server binds `--listen` (`127.0.0.1:0` from `netgrace`) and leaves descriptor 3 alone.
-#[test]
-fn listen_pid_naming_another_process_binds_listen_instead() {
-    let listener = bind();
-    let passed = addr_of(&listener);
-    let mut command = netgrace(&[]);
-    command.env("LISTEN_PID", std::process::id().to_string());
-    pass_at_descriptor_3(&mut command, listener.into());
-    let mut server = Started::spawn(command);
-
-    let line = server.wait_for("listening on ");
-    assert!(!line.contains("inherited"), "{line}");
-    let bound = listening_addr(&line);
-    assert_ne!(bound, passed, "{line}");
-    assert_echo(&mut connect(bound), b"bound by itself\n");
-
-    server.signal("TERM");
-    let (status, log) = server.wait_for_exit();
-    assert_eq!(status.code(), Some(0), "stderr:\n{}", log.join("\n"));
-    assert_report(&log, &[("accepted", "1"), ("errors", "0")]);
-}
-
-/// Runs `command` to its end and asserts that it refused descriptor 3: exit 1, one stderr line
-/// `netgrace: descriptor 3 from LISTEN_FDS...` that contains `reason`, and nothing served.
+/// Starts `netgrace` (`--listen 127.0.0.1:0`) with `count` listening sockets at descriptors 3
+/// onward, `LISTEN_FDS` naming them and `LISTEN_PID` as given, and asserts that the master says
+/// `why`, binds `--listen`, and that no worker holds any of the passed sockets.
 #[track_caller]
-fn assert_descriptor_3_refused(command: Command, reason: &str) {
-    let (status, log) = Started::spawn(command).wait_for_exit();
-    let stderr = log.join("\n");
-    assert_eq!(status.code(), Some(1), "stderr:\n{stderr}");
-    assert_eq!(log.len(), 1, "one line; stderr:\n{stderr}");
-    assert!(
-        log[0].starts_with("netgrace: descriptor 3 from LISTEN_FDS"),
-        "stderr:\n{stderr}"
+fn assert_not_adopted(listen_pid: Option<String>, count: usize, why: &str) {
+    let group = Group::new();
+    let listeners: Vec<TcpListener> = (0..count).map(|_| bind()).collect();
+    let passed: Vec<SocketAddr> = listeners.iter().map(addr_of).collect();
+    let sockets: Vec<String> = listeners.iter().map(own_target).collect();
+    let mut command = netgrace(&[]);
+    match listen_pid {
+        Some(pid) => command.env("LISTEN_PID", pid),
+        None => command.env_remove("LISTEN_PID"),
+    };
+    pass_listen_fds(
+        &mut command,
+        listeners.into_iter().map(OwnedFd::from).collect(),
     );
-    assert!(log[0].contains(reason), "{reason:?}; stderr:\n{stderr}");
+    let serving = spawn_in(&group, command);
+    let log = serving.log.join("\n");
+    assert_eq!(serving.count_in_log(why), 1, "{why:?}; log:\n{log}");
+    assert_eq!(serving.count_in_log(INHERITED), 0, "log:\n{log}");
+    assert!(!passed.contains(&serving.addr), "log:\n{log}");
+    for &worker in &serving.workers {
+        let held = descriptors(worker);
+        let leaked: Vec<_> = held.iter().filter(|(_, to)| sockets.contains(to)).collect();
+        assert!(
+            leaked.is_empty(),
+            "worker {worker} holds {leaked:?} of {sockets:?}"
+        );
+    }
+    assert_echo(&mut serving.connect(), b"bound by itself\n");
+    serving.signal("TERM");
+    assert_report(&serving.wait_for_exit_0(), &[("accepted", "1")]);
+}
+
+/// sd_listen_fds(3) returns 0 when `LISTEN_PID` is unset: a process that merely inherited
+/// `LISTEN_FDS` and a parent's descriptor 3 must not serve the parent's socket.
+#[test]
+fn listen_fds_without_listen_pid_is_not_adopted_and_listen_is_bound() {
+    let why = "LISTEN_FDS ignored: LISTEN_PID is not set, so the descriptors are not ours";
+    assert_not_adopted(None, 1, why);
+}
+
+#[test]
+fn listen_fds_with_listen_pid_naming_another_process_is_not_adopted() {
+    let other = std::process::id();
+    let why = format!("LISTEN_FDS ignored: LISTEN_PID={other} names another process");
+    assert_not_adopted(Some(other.to_string()), 1, &why);
+}
+
+/// Sockets meant for another process are left alone by the master, but must not reach a
+/// worker either: there each would be a listening socket held open unserved, whose clients
+/// connect and hang. A worker's descriptors 3 and 4 are replaced by its own; a third socket,
+/// at 5, is the one that could leak.
+#[test]
+fn listeners_passed_to_another_process_never_reach_a_worker() {
+    let other = std::process::id();
+    let why = format!("LISTEN_FDS ignored: LISTEN_PID={other} names another process");
+    assert_not_adopted(Some(other.to_string()), 3, &why);
+}
+
+/// Runs `command` to its end and asserts that it refused to start: exit 1 and one line, which
+/// starts `netgrace: ` and then `start`. Returns that line.
+#[track_caller]
+fn assert_refused_to_start(command: Command, start: &str) -> String {
+    let exited = run_to_exit(command);
+    let output = exited.output.join("\n");
+    assert_eq!(exited.status.code(), Some(1), "output:\n{output}");
+    assert_eq!(exited.output.len(), 1, "one line; output:\n{output}");
+    let expected = format!("netgrace: {start}");
+    assert!(
+        output.starts_with(&expected),
+        "{expected:?}; output:\n{output}"
+    );
+    output
+}
+
+/// Serving one of two sockets would hold the other open unserved: its clients would connect
+/// and hang. Neither is left listening once the master has exited.
+#[test]
+fn two_inherited_listeners_exit_1_naming_listen_fds_2() {
+    let (first, second) = (bind(), bind());
+    let addrs = [addr_of(&first), addr_of(&second)];
+    let mut command = with_own_listen_pid(&[], &[]);
+    pass_listen_fds(&mut command, vec![first.into(), second.into()]);
+    assert_refused_to_start(
+        command,
+        "LISTEN_FDS=2: netgrace serves exactly one listening",
+    );
+    addrs.into_iter().for_each(assert_refused);
+}
+
+/// A value listenfd cannot use: it is named, before listenfd (which would allocate a slot per
+/// descriptor claimed) sees it. The address space is capped, so a regression that allocates
+/// for 2147483647 descriptors fails at once instead of eating the machine's memory.
+#[test]
+fn a_huge_or_non_numeric_listen_fds_exits_1_at_once_naming_it() {
+    const ADDRESS_SPACE_BYTES: &str = "--as=1073741824";
+    for value in ["3000000000", "2147483647", "one"] {
+        let (taken, listener) = (bind(), bind());
+        let taken = addr_of(&taken).to_string();
+        let mut command = with_own_listen_pid(&["prlimit", ADDRESS_SPACE_BYTES], &["-l", &taken]);
+        pass_listen_fds(&mut command, vec![listener.into()]);
+        command.env("LISTEN_FDS", value);
+        assert_refused_to_start(command, &format!("LISTEN_FDS=\"{value}\": "));
+    }
+}
+
+/// `LISTEN_FDS=1` with our `LISTEN_PID` and `fd` at descriptor 3, which must be refused with a
+/// line that names descriptor 3 and contains `reason`.
+#[track_caller]
+fn assert_descriptor_3_refused(fd: OwnedFd, reason: &str) {
+    let taken = bind();
+    let line = assert_refused_to_start(activated(fd, &taken, &[]), "descriptor 3 from LISTEN_FDS");
+    assert!(line.contains(reason), "{reason:?}: {line}");
 }
 
 #[test]
 fn a_file_or_a_pipe_at_descriptor_3_exits_1() {
-    let taken = bind();
     let file =
         File::open(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")).expect("open Cargo.toml");
-    assert_descriptor_3_refused(activated(file.into(), &taken), "is not a socket");
+    assert_descriptor_3_refused(file.into(), "is not a socket");
     let (reader, _writer) = std::io::pipe().expect("pipe");
-    assert_descriptor_3_refused(activated(reader.into(), &taken), "is not a socket");
+    assert_descriptor_3_refused(reader.into(), "is not a socket");
 }
 
 #[test]
 fn a_udp_or_unix_socket_at_descriptor_3_exits_1() {
-    let taken = bind();
     let udp = UdpSocket::bind("127.0.0.1:0").expect("bind udp 127.0.0.1:0");
-    assert_descriptor_3_refused(activated(udp.into(), &taken), "not a valid tcp socket");
+    assert_descriptor_3_refused(udp.into(), "not a valid tcp socket");
     let (unix, _peer) = UnixStream::pair().expect("socketpair");
-    assert_descriptor_3_refused(activated(unix.into(), &taken), "not a valid tcp socket");
+    assert_descriptor_3_refused(unix.into(), "not a valid tcp socket");
 }
 
 /// A connected TCP socket has the right family and type; only `SO_ACCEPTCONN` tells.
 #[test]
 fn a_tcp_socket_that_is_not_listening_at_descriptor_3_exits_1() {
-    let taken = bind();
-    let stream = TcpStream::connect(addr_of(&taken)).expect("connect");
-    assert_descriptor_3_refused(
-        activated(stream.into(), &taken),
-        "is a TCP socket but not a listening one",
-    );
+    let peer = bind();
+    let stream = TcpStream::connect(addr_of(&peer)).expect("connect");
+    assert_descriptor_3_refused(stream.into(), "is a TCP socket but not a listening one");
 }
 
 /// `LISTEN_FDS=1` with descriptor 3 closed (a shell closes it, then becomes netgrace): the
 /// message says so (listenfd alone would say "not a socket"; the binary asks procfs first).
 #[test]
 fn listen_fds_with_descriptor_3_not_open_exits_1() {
-    const CLOSE_3: &str = "exec 3>&-; exec \"$@\"";
+    const CLOSE_3_EXPORT_OWN_PID: &str = "exec 3>&-; export LISTEN_PID=$$; exec \"$@\"";
     let held = bind();
     let taken = addr_of(&held).to_string();
-    let mut command = netgrace_under(&["sh", "-c", CLOSE_3, "sh"], &["-l", &taken]);
-    command.env("LISTEN_FDS", "1").env_remove("LISTEN_PID");
-    assert_descriptor_3_refused(command, "is not open");
+    let mut command = netgrace_under(&["sh", "-c", CLOSE_3_EXPORT_OWN_PID, "sh"], &["-l", &taken]);
+    command.env("LISTEN_FDS", "1");
+    let line = assert_refused_to_start(command, "descriptor 3 from LISTEN_FDS");
+    assert_eq!(line, "netgrace: descriptor 3 from LISTEN_FDS is not open");
 }
 
-/// A SIGHUP restart of a socket-activated server passes the same socket on, and the successor's
-/// environment names only what its predecessor passed: `LISTEN_FDS=2` (listener and readiness
-/// socket), their names, and no `LISTEN_PID` (systemd's, naming the predecessor, would make the
-/// successor ignore both).
-///
-/// The server's own `/proc/PID/environ` cannot show that it removed the variables: it is the
-/// environment as the process started, which unsetenv(3) does not rewrite. What a child of the
-/// server inherits is what matters, and this is it.
+/// The master removes systemd's variables at startup, so a worker sees only what the master
+/// passed: its marker and the two descriptors. (`/proc/WORKER/environ` is the environment the
+/// worker was started with, so it shows what the master passed; the master's own would still
+/// show what it was started with, since unsetenv(3) does not rewrite it.)
 #[test]
-fn a_restart_passes_the_inherited_socket_on_with_a_fresh_environment() {
+fn a_worker_environment_names_its_master_and_nothing_of_systemd() {
     let group = Group::new();
     let taken = bind();
-    let listener = bind();
-    let addr = addr_of(&listener);
-    let mut command = activated_with_own_pid(listener.into(), &taken);
-    command.process_group(0);
-    let mut server = Started::spawn(command);
-    group.adopt(server.pid());
-    server.wait_for(&inherited_line(addr));
+    let mut command = activated(bind().into(), &taken, &["--workers", "2"]);
+    // Unreachable: the master warns that it cannot notify, and serves on.
+    let no_socket = std::env::temp_dir().join(format!("netgrace-{}-none", std::process::id()));
+    command
+        .env("LISTEN_FDS_FIRST_FD", "3")
+        .env("NOTIFY_SOCKET", no_socket);
+    let serving = spawn_in(&group, command);
+    let master = format!("NETGRACE_MASTER={}", serving.pid());
+    assert_eq!(serving.workers.len(), 2, "{:?}", serving.log);
+    for &worker in &serving.workers {
+        let vars = environ(worker);
+        for passed in [
+            &master[..],
+            "LISTEN_FDS=2",
+            "LISTEN_FDNAMES=listener:netgrace-control",
+        ] {
+            assert!(vars.iter().any(|var| var == passed), "{passed}: {vars:?}");
+        }
+        for removed in ["LISTEN_PID=", "LISTEN_FDS_FIRST_FD=", "NOTIFY_SOCKET="] {
+            let kept: Vec<&String> = vars.iter().filter(|v| v.starts_with(removed)).collect();
+            assert!(kept.is_empty(), "worker {worker} has {kept:?}");
+        }
+    }
+    serving.signal("TERM");
+    serving.wait_for_exit_0();
+}
 
-    server.signal("HUP");
-    let line = server.wait_for("SIGHUP: restarting; successor pid ");
-    let successor: u32 = line
-        .split("successor pid ")
-        .nth(1)
-        .and_then(|rest| rest.split(' ').next())
-        .and_then(|pid| pid.parse().ok())
-        .unwrap_or_else(|| panic!("no pid in {line:?}"));
-    server.wait_for(&format!("restart: successor pid {successor} is serving"));
-    // The successor says where it listens before it tells its predecessor (whose line this
-    // is), but perhaps before the predecessor's "restarting" line: count, don't wait.
-    assert_eq!(
-        server.count_in_log(&inherited_line(addr)),
-        2,
-        "the successor serves the same socket; stderr:\n{}",
-        server.log.join("\n")
-    );
-    let environ = std::fs::read(format!("/proc/{successor}/environ")).expect("read environ");
-    let mut listen_vars: Vec<String> = environ
-        .split(|&byte| byte == 0)
-        .map(|var| String::from_utf8_lossy(var).into_owned())
-        .filter(|var| var.starts_with("LISTEN_"))
-        .collect();
-    listen_vars.sort();
-    assert_eq!(
-        listen_vars,
-        ["LISTEN_FDNAMES=listener:netgrace-ready", "LISTEN_FDS=2"],
-        "the successor's LISTEN_ variables"
-    );
+/// Whatever else the master inherited (here a pipe at descriptor 5, beside `LISTEN_FDS=1`)
+/// is not passed on: a worker holds the socket at 3, its control channel at 4, and what it
+/// opened itself.
+#[test]
+fn a_descriptor_the_master_inherited_beyond_its_listener_does_not_reach_a_worker() {
+    let group = Group::new();
+    let (taken, listener) = (bind(), bind());
+    let socket = own_target(&listener);
+    let (_reader, writer) = std::io::pipe().expect("pipe");
+    let pipe = own_target(&writer);
+    let taken = addr_of(&taken).to_string();
+    let mut command = with_own_listen_pid(&[], &["-l", &taken, "--workers", "2"]);
+    command.env("LISTEN_FDS", "1");
+    map_descriptors(&mut command, vec![(3, listener.into()), (5, writer.into())]);
+    let serving = spawn_in(&group, command);
+    // The master did inherit it: there is something to leak.
+    assert_eq!(target(serving.pid(), 5).as_ref(), Some(&pipe));
+    for &worker in &serving.workers {
+        let held = descriptors(worker);
+        assert_eq!(target(worker, 3).as_ref(), Some(&socket), "{held:?}");
+        let control = target(worker, 4).unwrap_or_default();
+        assert!(control.starts_with("socket:"), "{held:?}");
+        let leaked: Vec<_> = held.iter().filter(|(_, to)| *to == pipe).collect();
+        assert!(leaked.is_empty(), "worker {worker} holds {leaked:?}");
+    }
+    serving.signal("TERM");
+    serving.wait_for_exit_0();
+}
 
-    // The old process has handed over and exits; whoever connects now reaches the successor.
-    server.wait_for("stop=hand-over");
+/// A SIGHUP restart of a socket-activated service: the new workers serve the very socket
+/// systemd passed (the master passes its copy on), the old ones hand over and exit.
+#[test]
+fn a_restart_serves_the_inherited_socket_from_new_workers() {
+    let group = Group::new();
+    let (taken, listener) = (bind(), bind());
+    let (addr, socket) = (addr_of(&listener), own_target(&listener));
+    let mut serving = spawn_in(&group, activated(listener.into(), &taken, &[]));
+    let old = serving.workers.clone();
+    for &worker in &old {
+        assert_eq!(target(worker, 3).as_ref(), Some(&socket), "worker {worker}");
+    }
+    assert_echo(&mut serving.connect(), b"before the restart\n");
+
+    serving.signal("HUP");
+    let line = serving.wait_for("restart complete: ");
+    let new = pids_in(line.split(';').next().unwrap_or_default());
+    assert!(
+        !new.is_empty() && new.iter().all(|pid| !old.contains(pid)),
+        "{line}"
+    );
+    for &worker in &new {
+        assert_eq!(target(worker, 3).as_ref(), Some(&socket), "worker {worker}");
+        let vars = environ(worker);
+        assert!(
+            !vars.iter().any(|v| v.starts_with("LISTEN_PID=")),
+            "{vars:?}"
+        );
+    }
+    for pid in &old {
+        serving.wait_for(&format!("worker pid {pid} exited (exit status: 0)"));
+    }
     let mut client = connect(addr);
     assert_echo(&mut client, b"after the restart\n");
-    group.signal(successor, Signal::TERM);
+    serving.signal("TERM");
     assert_eq!(read_to_eof(&mut client), b"", "nothing was left to echo");
     drop(client);
-
-    let (status, log) = server.wait_for_exit();
-    assert_eq!(status.code(), Some(0), "stderr:\n{}", log.join("\n"));
-    let successor_status = group.reap(successor);
-    assert_eq!(
-        successor_status.exit_status(),
-        Some(0),
-        "{successor_status:?}"
+    let log = serving.wait_for_exit_0();
+    assert_report(
+        &log,
+        &[("workers", "2"), ("accepted", "2"), ("errors", "0")],
     );
-    // The successor's report is the last line: both processes share stderr.
-    assert_report(&log, &[("accepted", "1"), ("stop", "graceful")]);
     assert_refused(addr);
-}
-
-/// A netgrace child whose stderr is forwarded line by line over a channel; killed and reaped
-/// on drop, so a failing test never leaves a server behind.
-struct Started {
-    child: Child,
-    /// Closed by the forwarding thread at EOF, when every process sharing stderr has exited.
-    lines: Receiver<String>,
-    /// Every stderr line received so far: for assertions and failure messages.
-    log: Vec<String>,
-}
-
-impl Started {
-    #[track_caller]
-    fn spawn(mut command: Command) -> Started {
-        let lines = follow_output(&mut command);
-        let child = command.spawn().expect("spawn netgrace");
-        // The command holds this process's copy of whatever was mapped to descriptor 3.
-        drop(command);
-        Started {
-            child,
-            lines,
-            log: Vec::new(),
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Sends `signal` (`TERM`, `HUP`) with kill(1), as an operator would.
-    #[track_caller]
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([format!("-{signal}"), self.pid().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{signal} failed: {status}");
-    }
-
-    /// Waits (bounded by [`TIMEOUT`]) for a stderr line containing `needle`, and returns it.
-    #[track_caller]
-    fn wait_for(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            match self.next_line(deadline) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
-                Err(err) => panic!(
-                    "no log line with {needle:?}: {err:?}; stderr:\n{}",
-                    self.log.join("\n")
-                ),
-            }
-        }
-    }
-
-    /// How many stderr lines received so far contain `needle`.
-    fn count_in_log(&self, needle: &str) -> usize {
-        self.log.iter().filter(|line| line.contains(needle)).count()
-    }
-
-    fn next_line(&mut self, deadline: Instant) -> Result<String, RecvTimeoutError> {
-        let line = self
-            .lines
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))?;
-        self.log.push(line.clone());
-        Ok(line)
-    }
-
-    /// Waits (bounded by [`TIMEOUT`]) for stderr's EOF, then reaps the process: its status and
-    /// its whole log. EOF comes first, so `wait` does not block.
-    #[track_caller]
-    fn wait_for_exit(mut self) -> (ExitStatus, Vec<String>) {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            match self.next_line(deadline) {
-                Ok(_) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
-                Err(RecvTimeoutError::Timeout) => panic!(
-                    "netgrace did not exit within {TIMEOUT:?}; stderr:\n{}",
-                    self.log.join("\n")
-                ),
-            }
-        }
-        let status = self.child.wait().expect("wait for netgrace");
-        (status, std::mem::take(&mut self.log))
-    }
-}
-
-impl Drop for Started {
-    fn drop(&mut self) {
-        // Both are no-ops once the test has reaped the process itself.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

@@ -122,7 +122,7 @@ fn group(label: String, values: Vec<Option<f64>>) -> Group {
     }
 }
 
-/// netgrace's advantage on each metric; the marks are the targets of issues 5 and 8.
+/// netgrace's advantage on each metric; the marks are the efficiency and storm targets.
 fn advantage(table: &Table) -> Panel {
     let p50 = "pingpong 64 B × 50";
     let stream = "stream 64 KiB × 10";

@@ -1,17 +1,19 @@
-//! `compare`: netgrace beside tokio (`current_thread` and multi-thread), in every scenario of
-//! issue 5, the connection storm of issue 8 (`storm.rs`) and the slow readers of issue 10
-//! (`slow.rs`), with medians, ratios, the targets and the SVG chart; then netgrace alone,
-//! restarted under load (issue 9, `restart.rs`: tokio has no restart to compare with).
+//! `compare`: netgrace beside tokio (`current_thread` and multi-thread), in every scenario: load,
+//! idle connections, syscalls and allocations per message, the connection storm (`storm.rs`),
+//! the slow readers (`slow.rs`) and one against two workers (`workers.rs`), with medians, ratios,
+//! the targets and the SVG chart; then netgrace alone, restarted under load (`restart.rs`: tokio
+//! has no restart to compare with).
 //!
 //! ```text
 //! cargo bench --bench echo -- compare [--rounds 5] [--secs 1.5] [--svg target/echo-compare.svg]
-//!                                     [--only load|idle|syscalls|inproc|storm|slow|restart]
+//!                                     [--only load|idle|syscalls|inproc|storm|slow|workers|restart]
 //! ```
 //!
 //! Each measurement starts a fresh server process pinned to core 0 (the load generator runs on
 //! core 1), and the servers take turns within each round (netgrace, tokio-ct, tokio-mt, then
-//! again), so a drift of the machine hits all of them alike. Server CPU is the server process's
-//! user + system time over the timed window, which starts and ends with nothing in flight.
+//! again), so a drift of the machine hits all of them alike. Server CPU is the serving processes'
+//! user + system time over the timed window (netgrace's workers, not its master), which starts
+//! and ends with nothing in flight.
 
 use std::io;
 use std::path::PathBuf;
@@ -21,8 +23,9 @@ use crate::idle::IdleSet;
 use crate::load::{Load, Shape, Stats, Stop};
 use crate::process::{self, Kind, ServerProcess};
 use crate::syscalls::{self, Tracer};
+pub use crate::table::{cpu_per_mb, cpu_per_message, rate, throughput};
 use crate::table::{Better, Table};
-use crate::{chart, inproc, restart, slow, storm};
+use crate::{chart, inproc, restart, slow, storm, workers};
 
 /// Load before each timed window, not measured: connections warm, caches and allocators settled.
 const WARMUP: Duration = Duration::from_millis(300);
@@ -63,8 +66,8 @@ impl Default for Options {
 }
 
 /// The parts of `compare`, in the order they run; `--only` picks one.
-pub const PARTS: [&str; 7] = [
-    "load", "idle", "syscalls", "inproc", "storm", "slow", "restart",
+pub const PARTS: [&str; 8] = [
+    "load", "idle", "syscalls", "inproc", "storm", "slow", "workers", "restart",
 ];
 
 /// A timed load: its label and shape.
@@ -104,19 +107,6 @@ pub const SYSCALLS: &str = "syscalls per message (pingpong 64 B × 50)";
 pub const ALLOCATIONS: &str = "heap allocations per message (pingpong 64 B × 50)";
 pub const IDLE_STOP: &str = "shutdown() to run() returning, no connections, µs";
 
-pub fn rate(scenario: &str) -> String {
-    format!("{scenario}: messages/s")
-}
-pub fn cpu_per_message(scenario: &str) -> String {
-    format!("{scenario}: server CPU µs/message")
-}
-pub fn throughput(scenario: &str) -> String {
-    format!("{scenario}: MB/s")
-}
-pub fn cpu_per_mb(scenario: &str) -> String {
-    format!("{scenario}: server CPU µs/MB")
-}
-
 /// Runs every scenario and prints the table, the targets and where the chart went.
 pub fn run(options: &Options) -> io::Result<()> {
     if cfg!(debug_assertions) {
@@ -137,13 +127,13 @@ pub fn run(options: &Options) -> io::Result<()> {
     let part = |name: &str| options.only.as_deref().is_none_or(|only| only == name);
     for scenario in SCENARIOS.iter().filter(|_| part("load")) {
         for round in 1..=options.rounds {
-            for kind in turn_order(round) {
+            for kind in process::turn_order(Kind::ALL, round) {
                 measure_load(&mut table, kind, scenario, secs, round)?;
             }
         }
     }
     for round in (1..=options.rounds).filter(|_| part("idle")) {
-        for kind in turn_order(round) {
+        for kind in process::turn_order(Kind::ALL, round) {
             measure_idle(&mut table, kind, secs, round)?;
         }
     }
@@ -159,6 +149,10 @@ pub fn run(options: &Options) -> io::Result<()> {
     if part("slow") {
         slow::measure(&mut table, options.rounds, secs)?;
     }
+    let mut workers = String::new();
+    if part("workers") {
+        workers = workers::measure(&mut table, options.rounds, secs)?;
+    }
     let mut restarts = String::new();
     if part("restart") {
         restarts = restart::measure(&mut table, options.rounds)?;
@@ -166,7 +160,7 @@ pub fn run(options: &Options) -> io::Result<()> {
 
     let markdown = table.markdown();
     let targets = crate::targets::report(&table);
-    println!("\n{markdown}\n{targets}\n{restarts}");
+    println!("\n{markdown}\n{targets}\n{workers}\n{restarts}");
     let svg = chart::render(&table, &machine());
     std::fs::write(&options.svg, svg)?;
     eprintln!(
@@ -177,14 +171,6 @@ pub fn run(options: &Options) -> io::Result<()> {
         load_average()
     );
     Ok(())
-}
-
-/// The servers in round `round`'s order: each round starts with the next one, so that no server
-/// always runs first (right after the previous scenario) or last.
-pub fn turn_order(round: usize) -> [Kind; 3] {
-    let mut order = Kind::ALL;
-    order.rotate_left((round - 1) % Kind::ALL.len());
-    order
 }
 
 /// A fresh server, warm-up, a timed window; records rate, CPU and latency.
@@ -276,12 +262,10 @@ fn measure_idle(table: &mut Table, kind: Kind, secs: Duration, round: usize) -> 
     table.add(MEMORY, Better::Lower, kind, memory);
     table.add(SHUTDOWN, Better::Lower, kind, shutdown_ms);
     table.add(UNCLEAN, Better::Lower, kind, unclean as f64);
-    // netgrace's own figure: from the request to the last connection closed, before exit.
-    let drain = exit
-        .log
-        .split("shutdown_ms=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next());
+    // netgrace's own figure: from the request to the last connection closed, before exit; the
+    // last one logged is the master's, for all its workers.
+    let drain =
+        (exit.log.rsplit_once("shutdown_ms=")).and_then(|(_, rest)| rest.split_whitespace().next());
     eprintln!(
         "idle 10 000           round {round}  {:<9} {memory:>6.0} B/conn  shutdown {shutdown_ms:>6.1} ms \
          (server's own: {} ms; {} EOF, {unclean} not)  × 10 beside idle ÷ alone {ratio:.2}",
@@ -301,7 +285,7 @@ fn measure_syscalls(table: &mut Table, rounds: usize) -> io::Result<()> {
         return Ok(());
     };
     for round in 1..=rounds {
-        for kind in turn_order(round) {
+        for kind in process::turn_order(Kind::ALL, round) {
             count_syscalls(table, tool, kind, round)?;
         }
     }
@@ -317,7 +301,7 @@ fn count_syscalls(
     let server = ServerProcess::start(kind, process::pinning())?;
     let mut load = Load::connect(server.addr, Shape::pingpong(50))?;
     load.drive(Stop::After(WARMUP), false)?;
-    let tracer = Tracer::attach(tool, server.pid())?;
+    let tracer = Tracer::attach(tool, server.workers())?;
     let stats = load.drive(Stop::Messages(COUNTED_MESSAGES), false)?;
     let count = tracer.finish()?;
     drop(load);

@@ -5,6 +5,7 @@
 //! ```text
 //! cargo bench --bench echo -- compare            # the side-by-side run of docs/benchmarks.md (~5 min)
 //! cargo bench --bench echo -- compare --only storm   # just the connection storm
+//! cargo bench --bench echo -- compare --only workers # 1 against 2 netgrace workers, and tokio-mt
 //! cargo bench --bench echo -- pingpong -c 50     # load against a server already on 127.0.0.1:5388
 //! cargo bench --bench echo -- stream --spawn tokio-ct -t 5
 //! cargo bench --bench echo -- idle -c 10000 -t 30
@@ -26,15 +27,19 @@
 //! - `storm.rs`: N connects at once against a fresh server, each waiting for one echo;
 //!   `storm/clients.rs`: the clients, driven on one mio `Poll`.
 //! - `slow.rs`: N clients that write without pause and read slowly, paced by a sleep per tick.
-//! - `restart.rs`: connect/echo/close cycles while netgrace is restarted by SIGHUP every second;
-//!   `restart/cycles.rs`: the client threads; `restart/lineage.rs`: the server and its
-//!   successors; `restart/timing.rs`: waits for a CPU, log timestamps; `restart/report.rs`: output.
+//! - `workers.rs`: netgrace with one and two workers on a shared listener, beside tokio-mt: the
+//!   accept calls and wake-ups per connection, and throughput.
+//! - `restart.rs`: connect/echo/close cycles while netgrace's master gets a SIGHUP every second;
+//!   `restart/cycles.rs`: the client threads; `restart/master.rs`: the master and what its log
+//!   says of its workers; `restart/timing.rs`: waits for a CPU, log timestamps;
+//!   `restart/report.rs`: output.
 //! - `peer.rs`: the tokio echo server as users write it (`serve-tokio-ct`, `serve-tokio-mt`).
-//! - `process.rs`: servers as child processes: pinning, `/proc` readings, signals.
+//! - `process.rs`: servers as child processes: pinning, their workers, signals; `log.rs`: a
+//!   server's log, followed; `procfs.rs`: the serving processes' `/proc` readings.
 //! - `syscalls.rs`: system calls per message, counted with `perf stat` or `strace -c`.
 //! - `inproc.rs`: a counting allocator and the idle shutdown latency, on the library in-process.
 //! - `compare.rs`, `table.rs`, `targets.rs`, `chart.rs`: the scenarios; medians and ratios;
-//!   the targets of issues 5 and 8, met or not; the SVG chart.
+//!   the efficiency and connection-storm targets, met or not; the SVG chart.
 //! - `smoke.rs`: the CI check.
 
 mod chart;
@@ -42,8 +47,10 @@ mod compare;
 mod idle;
 mod inproc;
 mod load;
+mod log;
 mod peer;
 mod process;
+mod procfs;
 mod restart;
 mod slow;
 mod smoke;
@@ -52,6 +59,7 @@ mod storm;
 mod syscalls;
 mod table;
 mod targets;
+mod workers;
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -68,15 +76,15 @@ usage: echo MODE [OPTIONS]   (through cargo: cargo bench --bench echo -- MODE [O
 
 modes:
   compare [--rounds N] [--secs S] [--svg PATH]
-          [--only load|idle|syscalls|inproc|storm|slow|restart]
+          [--only load|idle|syscalls|inproc|storm|slow|workers|restart]
                                                  netgrace beside tokio, every scenario (default mode)
   pingpong [-c CONNS] [-s BYTES] [-p IN_FLIGHT] [-t SECS] [-a ADDR | --spawn SERVER]
   stream   [-c CONNS] [-s BYTES] [-p IN_FLIGHT] [-t SECS] [-a ADDR | --spawn SERVER]
   idle     [-c CONNS] [-t SECS] [-a ADDR | --spawn SERVER]
   storm    [-c CONNS] [-a ADDR | --spawn SERVER]   CONNS connects at once, one echo each
   slow     [-c CONNS] [-t SECS] [-a ADDR | --spawn SERVER]   clients that read 4 KiB/ms
-  restart  [-c THREADS] [-n RESTARTS]            connect/echo/close while netgrace gets a
-                                                 SIGHUP every second (spawns netgrace)
+  restart  [-c THREADS] [-n RESTARTS]            connect/echo/close while netgrace's master
+                                                 gets a SIGHUP every second (spawns netgrace)
   smoke                                          seconds long; exit 1 on any wrong byte
   serve-tokio-ct ADDR | serve-tokio-mt ADDR      the peer (compare starts it by itself)
 
@@ -272,7 +280,7 @@ fn parse_slow(parser: &mut lexopt::Parser) -> Result<Mode, lexopt::Error> {
 }
 
 fn parse_restart(parser: &mut lexopt::Parser) -> Result<Mode, lexopt::Error> {
-    let mut plan = restart::Plan::ISSUE_9;
+    let mut plan = restart::Plan::EVERY_SECOND;
     while let Some(arg) = parser.next()? {
         match arg {
             Short('c') => plan.threads = parser.value()?.parse()?,

@@ -1,15 +1,31 @@
-//! Servers as child processes: start one pinned to a core, read its address from its log, read
-//! its CPU time and memory from `/proc`, signal it, time its exit.
+//! Servers as child processes: start one pinned to a core, read its address and its workers
+//! from its log, read their CPU time and memory from `/proc` (`procfs.rs`), signal it, time its
+//! exit.
 //!
-//! Pinning: the server runs under `taskset -c 0` and the load generator pins itself to core 1
-//! with `sched_setaffinity`, so the two never share a core (the machine has two).
+//! netgrace runs as a master, which holds the listening socket and serves no client, and its
+//! worker processes, which serve; the figures are the workers', the signals go to the master.
+//!
+//! Pinning: the server runs under `taskset -c 0` (netgrace's workers inherit it from the master)
+//! and the load generator pins itself to core 1 with `sched_setaffinity`, so the two never share
+//! a core (the machine has two).
 
-use std::io::{self, BufRead, BufReader, Read};
+use std::io;
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::log::{self, Log};
+use crate::procfs;
+
+/// Longest wait for a server to listen, and for netgrace's workers to serve.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a netgrace that listens but has no child may stay silent before it counts as a
+/// build from before the master, which serves in its own process. Judgment call: a master
+/// starts its first worker right after its `listening on` line, in well under this.
+const SINGLE_PROCESS_GRACE: Duration = Duration::from_secs(1);
+/// Longest wait, after the server exited, for the rest of its log.
+const LOG_EOF_TIMEOUT: Duration = Duration::from_secs(1);
 /// The core servers run on.
 pub const SERVER_CPU: usize = 0;
 /// The core the load generator runs on.
@@ -82,13 +98,17 @@ pub struct ServerProcess {
     pub kind: Kind,
     pub addr: SocketAddr,
     child: Option<Child>,
+    /// The process we started: netgrace's master, or the tokio peer. Signals go here.
     pid: u32,
-    /// Drains the server's output, so its logging never blocks on a full pipe.
-    log: Option<JoinHandle<String>>,
+    /// The processes that serve, whose `/proc` figures are the server's: netgrace's workers
+    /// (from the master's `serving:` line; they inherit its CPU affinity), or `pid` itself.
+    workers: Vec<u32>,
+    /// The server's log, read by a thread so that its logging never blocks on a full pipe.
+    log: Option<Log>,
 }
 
 impl ServerProcess {
-    /// Starts `kind`, pinned to `cpu` with `taskset`, and waits for its `listening on` line.
+    /// Starts `kind`, pinned to `cpu` with `taskset`, and waits until it serves.
     pub fn start(kind: Kind, cpu: Option<usize>) -> io::Result<ServerProcess> {
         ServerProcess::start_with_flags(kind, cpu, NETGRACE_FLAGS)
     }
@@ -98,119 +118,109 @@ impl ServerProcess {
     ///
     /// # Errors
     /// The spawn error, or `UnexpectedEof` with the server's own words if it exits before
-    /// listening (a flag it does not know, say).
+    /// serving (a flag it does not know, say).
     pub fn start_with_flags(
         kind: Kind,
         cpu: Option<usize>,
         netgrace_flags: &[&'static str],
     ) -> io::Result<ServerProcess> {
+        ServerProcess::spawn(kind, cpu.map(|cpu| cpu.to_string()), netgrace_flags)
+    }
+
+    /// [`ServerProcess::start_with_flags`] on every core (`taskset -c 0-N`): for a server of
+    /// several workers or threads, which a single core would serialise. Explicit, since a
+    /// child inherits the affinity of the thread that starts it, and ours may be pinned.
+    pub fn start_on_every_core(
+        kind: Kind,
+        netgrace_flags: &[&'static str],
+    ) -> io::Result<ServerProcess> {
+        let every = format!("0-{}", cores() - 1);
+        ServerProcess::spawn(kind, Some(every), netgrace_flags)
+    }
+
+    fn spawn(
+        kind: Kind,
+        cpus: Option<String>,
+        netgrace_flags: &[&'static str],
+    ) -> io::Result<ServerProcess> {
         let (program, args) = kind.command(netgrace_flags)?;
-        let mut command = match cpu {
-            Some(cpu) => {
+        let mut command = match &cpus {
+            Some(cpus) => {
                 let mut taskset = Command::new("taskset");
-                taskset.arg("-c").arg(cpu.to_string()).arg(&program);
+                taskset.arg("-c").arg(cpus).arg(&program);
                 taskset
             }
             None => Command::new(&program),
         };
-        // The servers log on stdout and say why they fail on stderr: one pipe takes both, in the
-        // order they were written, so the reader has the `listening on` line or the last words.
-        let (output, writer) = io::pipe()?;
-        command
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(writer.try_clone()?)
-            .stderr(writer);
-        let mut child = command
+        command.args(args).stdin(Stdio::null());
+        let pipe = log::capture(&mut command)?;
+        let child = command
             .spawn()
             .map_err(|err| io::Error::new(err.kind(), format!("start {program}: {err}")))?;
-        // It holds a copy of the pipe's write end, which would keep EOF from ever arriving.
+        // It holds our copy of the pipe's writing end: the log must end when the server does.
         drop(command);
         let pid = child.id();
-        let mut output = BufReader::new(output);
-        let addr = match read_listening_line(&mut output, kind) {
-            Ok(addr) => addr,
-            Err(err) => {
-                // Reap it (it has exited, or will never listen), so no zombie outlives the error.
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(err);
-            }
-        };
-        let log = std::thread::spawn(move || {
-            let mut rest = String::new();
-            let _ = output.read_to_string(&mut rest);
-            rest
-        });
-        Ok(ServerProcess {
+        // From here on `Drop` kills the server, whatever fails next.
+        let mut server = ServerProcess {
             kind,
-            addr,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             child: Some(child),
             pid,
-            log: Some(log),
-        })
-    }
-
-    /// User plus system CPU time of the whole process, all threads, from `/proc/PID/stat`.
-    pub fn cpu_time(&self) -> io::Result<Duration> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))?;
-        // Fields after the command name, which is in parentheses and may hold spaces; utime and
-        // stime are fields 14 and 15 of proc(5), so 12 and 13 after the ')'.
-        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
-        let (Some(utime), Some(stime)) = (ticks(11), ticks(12)) else {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "bad /proc/PID/stat",
-            ));
+            workers: vec![pid],
+            log: Some(Log::follow(pipe)),
         };
-        // SAFETY: sysconf has no preconditions; _SC_CLK_TCK is a valid name.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-        Ok(Duration::from_secs_f64((utime + stime) as f64 / hz))
+        server.await_serving()?;
+        Ok(server)
     }
 
-    /// On-CPU time of all the process's threads, summed from `/proc/PID/task/*/schedstat` in
-    /// nanoseconds: finer than [`ServerProcess::cpu_time`]'s clock ticks (10 ms), for a scenario
-    /// that keeps the server mostly idle. A thread that exits is no longer counted, so take two
-    /// readings only while the server's threads are all alive (they live as long as it does).
-    pub fn run_time(&self) -> io::Result<Duration> {
-        let mut nanos = 0;
-        for task in std::fs::read_dir(format!("/proc/{}/task", self.pid))? {
-            let schedstat = std::fs::read_to_string(task?.path().join("schedstat"))?;
-            // Three fields (schedstat in proc(5)): time on the CPU, time waiting for it, slices.
-            let on_cpu = schedstat.split_whitespace().next();
-            nanos += on_cpu
-                .and_then(|ns| ns.parse::<u64>().ok())
-                .ok_or_else(|| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "bad /proc/PID/task/TID/schedstat",
-                    )
-                })?;
+    /// Reads the log up to `listening on ADDR`, and for netgrace on to the master's `serving:`
+    /// line, which names the workers. A netgrace from before the master (through
+    /// `NETGRACE_BIN`) has no such line and no child: then the process itself serves.
+    fn await_serving(&mut self) -> io::Result<()> {
+        let name = self.kind.name();
+        let log = self.log.as_mut().ok_or(io::ErrorKind::BrokenPipe)?;
+        let listening = |line: &str| log::listening_addr(line).is_some();
+        let (_, line) = log
+            .await_line(listening, START_TIMEOUT, |_, _| {})
+            .map_err(|err| io::Error::new(err.kind(), format!("{name} did not listen: {err}")))?;
+        self.addr = log::listening_addr(&line).ok_or(io::ErrorKind::InvalidData)?;
+        if self.kind != Kind::Netgrace {
+            return Ok(());
         }
-        Ok(Duration::from_nanos(nanos))
+        let listened = Instant::now();
+        while listened.elapsed() < START_TIMEOUT {
+            if let Some((_, line)) = log.next(Duration::from_millis(10))? {
+                let workers = log::pids_after(&line, "serving: ");
+                if !workers.is_empty() {
+                    self.workers = workers;
+                    return Ok(());
+                }
+            } else if listened.elapsed() > SINGLE_PROCESS_GRACE && !procfs::has_children(self.pid) {
+                return Ok(());
+            }
+        }
+        let msg = format!("netgrace did not serve: {}", log.transcript());
+        Err(io::Error::new(io::ErrorKind::TimedOut, msg))
     }
 
-    /// Resident memory in bytes (`VmRSS` of `/proc/PID/status`).
+    /// The processes that serve: netgrace's workers, or the tokio peer itself.
+    pub fn workers(&self) -> &[u32] {
+        &self.workers
+    }
+
+    /// User plus system CPU time of the serving processes (all threads), from `/proc/PID/stat`.
+    pub fn cpu_time(&self) -> io::Result<Duration> {
+        procfs::cpu_time(&self.workers)
+    }
+
+    /// On-CPU time of the serving processes' threads in ns: see [`procfs::run_time`].
+    pub fn run_time(&self) -> io::Result<Duration> {
+        procfs::run_time(&self.workers)
+    }
+
+    /// Resident memory of the serving processes in bytes.
     pub fn rss_bytes(&self) -> io::Result<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))?;
-        let kib = status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|rest| {
-                rest.trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-            });
-        kib.map(|kib| kib * 1024)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no VmRSS"))
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.pid
+        procfs::rss_bytes(&self.workers)
     }
 
     /// Sends SIGTERM and returns when it was sent, with a thread that returns when the process
@@ -227,7 +237,8 @@ impl ServerProcess {
             }
             let status = child.wait()?;
             let at = Instant::now();
-            let log = log.and_then(|log| log.join().ok()).unwrap_or_default();
+            // The master exits last, so the pipe has no writer left: the rest comes at once.
+            let log = log.map(|log| log.rest(LOG_EOF_TIMEOUT)).unwrap_or_default();
             Ok(Exit { status, at, log })
         });
         let sent = Instant::now();
@@ -252,10 +263,15 @@ impl ServerProcess {
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
-        // Only after an error: a normal run ends with `stop` or `terminate`.
+        // Only after an error: a normal run ends with `stop` or `terminate`. The master first,
+        // so that it starts no replacement; then its workers, which would otherwise stop by
+        // themselves once they see the master gone.
         if let Some(child) = &mut self.child {
             let _ = child.kill();
             let _ = child.wait();
+            for &worker in self.workers.iter().filter(|&&w| w != self.pid) {
+                let _ = signal(worker, libc::SIGKILL);
+            }
         }
     }
 }
@@ -265,26 +281,15 @@ pub struct Exit {
     pub status: ExitStatus,
     /// When it was reaped.
     pub at: Instant,
-    /// What it wrote (stdout and stderr) after its `listening on` line.
+    /// What it logged after its `serving:` line (netgrace) or `listening on` line (tokio).
     pub log: String,
 }
 
-fn read_listening_line(output: &mut impl BufRead, kind: Kind) -> io::Result<SocketAddr> {
-    // Everything read so far: if the server exits instead, its last words say why.
-    let mut said = String::new();
-    loop {
-        let start = said.len();
-        if output.read_line(&mut said)? == 0 {
-            let msg = format!("{} exited before listening: {}", kind.name(), said.trim());
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, msg));
-        }
-        let line = &said[start..];
-        if let Some((_, addr)) = line.trim_end().split_once("listening on ") {
-            return addr.parse().map_err(|err| {
-                io::Error::new(io::ErrorKind::InvalidData, format!("{addr}: {err}"))
-            });
-        }
-    }
+/// The servers in round `round`'s order: each round starts with the next one, so that no server
+/// always runs first (right after the previous scenario) or last.
+pub fn turn_order<T, const N: usize>(mut servers: [T; N], round: usize) -> [T; N] {
+    servers.rotate_left((round - 1) % N);
+    servers
 }
 
 /// Sends `signal` to process `pid`.

@@ -1,7 +1,6 @@
-//! Restarts under load (issue 9): client threads connect, send 64 bytes, read the echo and close,
-//! as fast as the server answers, while the serving netgrace gets a SIGHUP every second, ten
-//! times; each SIGHUP goes to the process that serves at that moment, the successor named in its
-//! predecessor's "restart: successor pid N is serving; handing over".
+//! Restarts under load: client threads connect, send 64 bytes, read the echo and close, as fast
+//! as the server answers, while netgrace's master gets a SIGHUP every second, ten times; each
+//! replaces the workers that serve with new ones.
 //!
 //! ```text
 //! cargo bench --bench echo -- compare --only restart [--rounds 5]   # ~20 s a round
@@ -10,14 +9,14 @@
 //!
 //! A round is two drives of the same length, each against a fresh netgrace pinned to core 0 (the
 //! clients run on core 1): the baseline, with no restart, and the restarts, taking turns at going
-//! first. A restart's window runs from its SIGHUP until the old process has exited (reaped by
-//! us: `restart/lineage.rs`). A cycle (connect to the end of its echo) that overlaps a window is
+//! first. A restart's window runs from its SIGHUP until every old worker has exited (as the
+//! master logs it: `restart/master.rs`). A cycle (connect to the end of its echo) that overlaps a window is
 //! *across* a restart; one that starts and ends more than `STEADY_MARGIN` away from every window
 //! is *steady*; the few in between are neither. tokio has no restart, so there is no peer: the baseline is the cost
 //! without restarts, from the same run, and the restart figures are given as ratios to it.
 
 mod cycles;
-mod lineage;
+mod master;
 mod report;
 mod timing;
 
@@ -25,12 +24,12 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use self::cycles::{Cycles, Recorded};
-use self::lineage::{Lineage, Phases, Restart};
+use self::master::{Master, Phases, Restart};
 use self::report::{add_rows, figures, report, round_line};
 use crate::process;
 use crate::table::Table;
 
-/// Restarts per drive, and the time between them: issue 9's "every second for ten seconds".
+/// Restarts per drive, and the time between them: every second for ten seconds.
 pub const RESTARTS: usize = 10;
 pub const INTERVAL: Duration = Duration::from_secs(1);
 /// Client threads, so cycles in flight. Judgment call: more than one, so a restart always meets
@@ -40,10 +39,10 @@ pub const THREADS: usize = 4;
 /// target of 50 ms; it leaves about two thirds of each second as steady state, and a cycle
 /// delayed by the restart itself overlaps the window and counts as across it anyway.
 const STEADY_MARGIN: Duration = Duration::from_millis(100);
-/// Issue 9's target for the worst cycle across a restart.
+/// The target for the worst cycle across a restart.
 const WORST_ACROSS_TARGET: Duration = Duration::from_millis(50);
-/// Longest wait for "is serving" after a SIGHUP: past netgrace's own `--restart-timeout`
-/// (10 s), so a stuck successor shows as netgrace's "restart failed" line, not as our timeout.
+/// Longest wait for "restart complete" after a SIGHUP: past netgrace's own `--restart-timeout`
+/// (10 s), so a stuck new worker shows as netgrace's "restart failed" line, not as our timeout.
 const SERVING_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// What a round does: client threads, restarts, and the time between two restarts.
@@ -55,8 +54,8 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Issue 9's: a SIGHUP every second for ten seconds, `THREADS` clients.
-    pub const ISSUE_9: Plan = Plan {
+    /// A SIGHUP every second for ten seconds, `THREADS` clients.
+    pub const EVERY_SECOND: Plan = Plan {
         threads: THREADS,
         restarts: RESTARTS,
         interval: INTERVAL,
@@ -87,7 +86,7 @@ pub fn measure(table: &mut Table, rounds: usize) -> io::Result<String> {
     let mut all = Vec::with_capacity(rounds);
     for number in 1..=rounds {
         let restarts_first = number % 2 == 0;
-        let round = run_round(Plan::ISSUE_9, process::pinning(), restarts_first)?;
+        let round = run_round(Plan::EVERY_SECOND, process::pinning(), restarts_first)?;
         let order = if restarts_first {
             "restarts first"
         } else {
@@ -151,11 +150,11 @@ fn drive_length(plan: Plan) -> io::Result<Duration> {
 
 /// The workload against a netgrace that is never restarted.
 fn baseline_drive(plan: Plan, cpu: Option<usize>) -> io::Result<Recorded> {
-    let lineage = Lineage::start(cpu, &[])?;
-    let cycles = Cycles::start(lineage.addr, plan.threads, Instant::now())?;
+    let master = Master::start(cpu, &[])?;
+    let cycles = Cycles::start(master.addr, plan.threads, Instant::now())?;
     std::thread::sleep(drive_length(plan)?);
     let baseline = cycles.finish()?;
-    lineage.stop()?;
+    master.stop()?;
     Ok(baseline)
 }
 
@@ -164,10 +163,10 @@ fn baseline_drive(plan: Plan, cpu: Option<usize>) -> io::Result<Recorded> {
 /// round's baseline is left empty.
 fn restart_drive(plan: Plan, cpu: Option<usize>) -> io::Result<Round> {
     let drive = drive_length(plan)?;
-    let mut lineage = Lineage::start(cpu, &[])?;
+    let mut master = Master::start(cpu, &[])?;
     let before = listen_counters()?;
     let epoch = Instant::now();
-    let cycles = Cycles::start(lineage.addr, plan.threads, epoch)?;
+    let cycles = Cycles::start(master.addr, plan.threads, epoch)?;
     let empty = || Recorded {
         cycles: Vec::new(),
         first_other: None,
@@ -189,10 +188,10 @@ fn restart_drive(plan: Plan, cpu: Option<usize>) -> io::Result<Round> {
         let at = epoch + plan.interval * k + plan.interval / 2;
         std::thread::sleep(at.saturating_duration_since(Instant::now()));
         let start = epoch.elapsed();
-        match lineage.restart(SERVING_TIMEOUT)? {
-            Restart::Done { phases, status } => {
-                if status != "exit status: 0" {
-                    round.failures.push(format!("old process: {status}"));
+        match master.restart(SERVING_TIMEOUT)? {
+            Restart::Done { phases, statuses } => {
+                for status in statuses.iter().filter(|s| *s != "exit status: 0") {
+                    round.failures.push(format!("old worker: {status}"));
                 }
                 round.windows.push((start, start + phases.exited));
                 round.done.push(phases);
@@ -208,9 +207,9 @@ fn restart_drive(plan: Plan, cpu: Option<usize>) -> io::Result<Round> {
     let after = listen_counters()?;
     round.overflows = after.0.saturating_sub(before.0);
     round.drops = after.1.saturating_sub(before.1);
-    lineage.keep_lines();
-    round.grace_waits = lineage.grace_waits;
-    lineage.stop()?;
+    master.read_pending();
+    round.grace_waits = master.grace_waits;
+    master.stop()?;
     Ok(round)
 }
 

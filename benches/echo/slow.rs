@@ -1,6 +1,6 @@
 //! Slow readers: N clients that write without pause but read their echo only a little at a time.
 //! They set the pace, so every server echoes the same MB/s, and the figure is what each byte
-//! costs it: server CPU per MB echoed (issue 10, item 5).
+//! costs it: server CPU per MB echoed.
 //!
 //! A writable event lets the server write what its clients made room for, about a third of the
 //! kernel's send buffer (see `MSS_BYTES`). When `max_buffer` is larger than that (the 1 MiB
@@ -28,9 +28,8 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Socket, Type};
 
-use crate::compare::{cpu_per_mb, throughput};
 use crate::process::{self, Kind, ServerProcess};
-use crate::table::{Better, Table};
+use crate::table::{cpu_per_mb, throughput, Better, Table};
 
 /// Clients in the `compare` scenario, as in the stream scenario.
 pub const CLIENTS: usize = 10;
@@ -81,7 +80,7 @@ pub const VARIANTS: [Variant; 2] = [
 pub fn measure(table: &mut Table, rounds: usize, secs: Duration) -> io::Result<()> {
     for variant in &VARIANTS {
         for round in 1..=rounds {
-            for kind in crate::compare::turn_order(round) {
+            for kind in process::turn_order(Kind::ALL, round) {
                 measure_one(table, kind, variant, secs, round)?;
             }
         }

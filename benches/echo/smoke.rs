@@ -1,8 +1,8 @@
 //! `smoke`: the CI check that the benchmark still works, in a few seconds.
 //!
 //! `cargo test --bench echo -- smoke` (a debug build; `cargo bench` works too). It fails, exiting
-//! non-zero, if any echoed byte is wrong, if a check moves no messages, if a server does not stop
-//! cleanly, if a client of the small connection storm fails, if a slow reader's echo is wrong, if
+//! non-zero, if any echoed byte is wrong, if a check moves no messages, if a server (netgrace with
+//! one worker or two) does not stop cleanly, if a client of the small connection storm fails, if a slow reader's echo is wrong, if
 //! a restart under load does not complete or fails a client, or if the checker misses a byte
 //! flipped on purpose.
 
@@ -41,7 +41,7 @@ const FLIP_AT: usize = 100;
 type Check = (&'static str, fn() -> io::Result<String>);
 
 pub fn run() -> io::Result<()> {
-    let checks: [Check; 8] = [
+    let checks: [Check; 9] = [
         ("pingpong 64 B × 10, 1 s, netgrace", || {
             pingpong(Kind::Netgrace, Shape::pingpong(10), 1.0)
         }),
@@ -55,6 +55,10 @@ pub fn run() -> io::Result<()> {
                 0.5,
             )
         }),
+        (
+            "pingpong 64 B × 20, 0.5 s, netgrace --workers 2",
+            two_workers,
+        ),
         ("shutdown with 300 idle, netgrace", shutdown),
         ("storm of 200 connects, netgrace", storm),
         (
@@ -105,6 +109,30 @@ fn nonzero(stats: &Stats) -> io::Result<()> {
         return Err(io::Error::other("no message came back"));
     }
     Ok(())
+}
+
+/// Two workers on one listener: every byte echoed, both serving, both stopped and reported to
+/// the master, which exits 0.
+fn two_workers() -> io::Result<String> {
+    let server = ServerProcess::start_with_flags(Kind::Netgrace, None, &["--workers", "2"])?;
+    let workers = server.workers().len();
+    let mut load = Load::connect(server.addr, Shape::pingpong(20))?;
+    let stats = load.drive(Stop::After(Duration::from_millis(500)), false)?;
+    drop(load);
+    let (_, waiter) = server.terminate()?;
+    let exit = waiter
+        .join()
+        .map_err(|_| io::Error::other("waiter panicked"))??;
+    nonzero(&stats)?;
+    let reported = exit.log.contains("shutdown complete: workers=2 ");
+    if workers != 2 || !exit.status.success() || !reported {
+        let msg = format!("{workers} workers, exit {}: {}", exit.status, exit.log);
+        return Err(io::Error::other(msg));
+    }
+    Ok(format!(
+        "{} messages from 2 workers, every byte checked, both reported",
+        stats.messages
+    ))
 }
 
 /// SIGTERM with idle connections: every client reads EOF (no reset) and the server exits 0.

@@ -43,7 +43,7 @@ pub struct Burst {
     /// need room, and 10 000 a deeper listen backlog than the default. The kernel caps any
     /// backlog at `net.core.somaxconn` (4 096 on current kernels), silently.
     pub netgrace_flags: &'static [&'static str],
-    /// Whether issue 8's target also asks for zero listen overflows. Not at 10 000: the kernel
+    /// Whether the storm target also asks for zero listen overflows. Not at 10 000: the kernel
     /// caps any backlog at `net.core.somaxconn`, below that burst.
     pub no_overflows: bool,
 }
@@ -107,7 +107,7 @@ pub fn measure(table: &mut Table, rounds: usize) -> io::Result<()> {
     );
     for burst in &BURSTS {
         for round in 1..=rounds {
-            for kind in crate::compare::turn_order(round) {
+            for kind in process::turn_order(Kind::ALL, round) {
                 measure_burst(table, kind, burst, round)?;
             }
         }

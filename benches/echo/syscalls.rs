@@ -14,8 +14,11 @@ use std::time::Duration;
 
 /// Time for the counter to attach to every thread before the load starts.
 const ATTACH_WAIT: Duration = Duration::from_millis(300);
-/// The read, write and poll calls an echo server makes, each counted on its own by `perf`.
-const PERF_CALLS: [&str; 11] = [
+/// The accept, read, write and poll calls an echo server makes, each counted on its own by
+/// `perf`.
+const PERF_CALLS: [&str; 13] = [
+    "accept",
+    "accept4",
     "read",
     "recvfrom",
     "readv",
@@ -79,9 +82,11 @@ pub fn available() -> Option<Tool> {
 }
 
 impl Tracer {
-    /// Attaches `tool` to every thread of process `pid` and waits until it is counting.
-    pub fn attach(tool: Tool, pid: u32) -> io::Result<Tracer> {
-        let output = std::env::temp_dir().join(format!("echo-bench-syscalls-{pid}.txt"));
+    /// Attaches `tool` to every thread of the processes `pids` (a netgrace's workers, say) and
+    /// waits until it is counting; the counts are their sums.
+    pub fn attach(tool: Tool, pids: &[u32]) -> io::Result<Tracer> {
+        let first = pids.first().ok_or(io::ErrorKind::InvalidInput)?;
+        let output = std::env::temp_dir().join(format!("echo-bench-syscalls-{first}.txt"));
         let mut command = match tool {
             Tool::Perf => {
                 let mut perf = Command::new("perf");
@@ -97,11 +102,19 @@ impl Tracer {
                 strace
             }
         };
-        command
-            .arg("-o")
-            .arg(&output)
-            .arg("-p")
-            .arg(pid.to_string());
+        command.arg("-o").arg(&output);
+        match tool {
+            // perf takes one comma-separated list.
+            Tool::Perf => {
+                let list: Vec<String> = pids.iter().map(u32::to_string).collect();
+                command.arg("-p").arg(list.join(","));
+            }
+            Tool::Strace => {
+                for pid in pids {
+                    command.arg("-p").arg(pid.to_string());
+                }
+            }
+        }
         let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())

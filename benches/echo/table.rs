@@ -12,6 +12,20 @@ pub enum Better {
     Lower,
 }
 
+/// The labels of the load rows, shared by the scenarios, the targets and the chart.
+pub fn rate(scenario: &str) -> String {
+    format!("{scenario}: messages/s")
+}
+pub fn cpu_per_message(scenario: &str) -> String {
+    format!("{scenario}: server CPU µs/message")
+}
+pub fn throughput(scenario: &str) -> String {
+    format!("{scenario}: MB/s")
+}
+pub fn cpu_per_mb(scenario: &str) -> String {
+    format!("{scenario}: server CPU µs/MB")
+}
+
 /// One metric: a sample per round for each server (empty where a server was not measured).
 struct Row {
     label: String,

@@ -1,5 +1,5 @@
-//! The targets of issue 5 and of issue 8's connection storm, each checked against the medians of
-//! a run: met, not met, or not measured, with the figures that decide it.
+//! The efficiency targets and the connection storm's, each checked against the medians of a
+//! run: met, not met, or not measured, with the figures that decide it.
 
 use std::fmt::Write as _;
 
@@ -16,7 +16,7 @@ const STREAM: &str = "stream 64 KiB × 10";
 
 /// The targets as a markdown list.
 pub fn report(table: &Table) -> String {
-    let mut out = String::from("Targets (issue 5), netgrace against tokio-ct in this run:\n\n");
+    let mut out = String::from("Targets (efficiency), netgrace against tokio-ct in this run:\n\n");
     let mut line = |met: Option<bool>, text: String| {
         let _ = writeln!(out, "- **{}**: {text}", verdict(met));
     };
@@ -120,13 +120,13 @@ pub fn report(table: &Table) -> String {
     out
 }
 
-/// Issue 8, item 4: each burst at most as long as tokio-ct's, and the two smaller ones without
+/// The storm targets: each burst at most as long as tokio-ct's, and the two smaller ones without
 /// a single listen overflow. A burst with failed clients is never met: a client refused at once
 /// would make the burst short.
 fn storm_targets(table: &Table, out: &mut String) {
     let _ = writeln!(
         out,
-        "\nTargets (issue 8, connection storm), netgrace against tokio-ct; ListenOverflows is \
+        "\nTargets (connection storm), netgrace against tokio-ct; ListenOverflows is \
          system-wide, the median over rounds:\n"
     );
     for burst in &BURSTS {

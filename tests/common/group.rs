@@ -1,17 +1,17 @@
-//! A kill-and-reap guard for the tests that start a server whose successors outlive it
-//! (tests/activation.rs, tests/notify.rs): the server runs in its own process group, and the test
+//! A kill-and-reap guard for the tests that start a master (tests/activation.rs,
+//! tests/notify.rs): the master runs in its own process group with its workers, and the test
 //! process is a child subreaper, so whatever is left of the group at the end is ours to kill and
 //! reap, even when the test failed.
 
-use rustix::process::{Pid, Signal, WaitOptions, WaitStatus};
+use rustix::process::{Pid, Signal, WaitOptions};
 
-/// The process group of a server started with `process_group(0)`: the server and every
-/// successor a restart starts (they inherit the group). Dropped after the server's own handle
-/// (declare it first), it kills and reaps whatever of the group is left, even if the test failed.
+/// The process group of a master started with `process_group(0)`: the master and every worker
+/// it starts (they inherit the group). Dropped after the master's own handle (declare it
+/// first), it kills and reaps whatever of the group is left, even if the test failed.
 ///
-/// A successor outlives its predecessor and is then reparented to the nearest child subreaper
-/// (prctl(2) `PR_SET_CHILD_SUBREAPER`): this test process, which sets the flag, so that it can
-/// reap it, instead of init.
+/// A worker whose master was killed first (by its handle's drop, or by a crash) is reparented
+/// to the nearest child subreaper (prctl(2) `PR_SET_CHILD_SUBREAPER`): this test process, which
+/// sets the flag, so that it can reap it, instead of init.
 pub struct Group {
     leader: std::cell::Cell<Option<Pid>>,
 }
@@ -27,24 +27,11 @@ impl Group {
     }
 
     /// The group is the one `leader`, started with `process_group(0)`, leads.
+    #[track_caller]
     pub fn adopt(&self, leader: u32) {
-        self.leader.set(Some(pid(leader)));
-    }
-
-    /// Sends `signal` to `member`, which has not been reaped, so its pid is still its own.
-    #[track_caller]
-    pub fn signal(&self, member: u32, signal: Signal) {
-        rustix::process::kill_process(pid(member), signal).expect("kill successor");
-    }
-
-    /// Reaps `member`, a successor whose stderr is at EOF (it has exited, so this does not
-    /// block), and returns its status.
-    #[track_caller]
-    pub fn reap(&self, member: u32) -> WaitStatus {
-        match rustix::process::waitpid(Some(pid(member)), WaitOptions::empty()) {
-            Ok(Some((_, status))) => status,
-            other => panic!("reap successor {member}: {other:?}"),
-        }
+        let pid = i32::try_from(leader).ok().and_then(Pid::from_raw);
+        self.leader
+            .set(Some(pid.unwrap_or_else(|| panic!("pid {leader}"))));
     }
 }
 
@@ -59,12 +46,4 @@ impl Drop for Group {
         // just sent SIGKILL.
         while let Ok(Some(_)) = rustix::process::waitpgid(leader, WaitOptions::empty()) {}
     }
-}
-
-#[track_caller]
-pub fn pid(raw: u32) -> Pid {
-    i32::try_from(raw)
-        .ok()
-        .and_then(Pid::from_raw)
-        .unwrap_or_else(|| panic!("pid {raw}"))
 }

@@ -30,7 +30,11 @@ use activation::Inherited;
 use args::{Command, HELP, USAGE};
 
 fn main() -> ExitCode {
-    // First, while this is the only thread: it takes descriptors and edits the environment.
+    // First, while this is the only thread. No descriptor this process inherited by accident (a
+    // parent's socket or pipe without close-on-exec) may reach a worker: workers get exactly the
+    // two they are passed on purpose, mapped anew at 3 and 4.
+    close_fds::set_fds_cloexec(3, &[]);
+    // It takes descriptors and edits the environment.
     let inherited = activation::from_env();
     let options = match args::parse(std::env::args_os().skip(1)) {
         Ok(Command::Serve(options)) => options,

@@ -210,7 +210,8 @@ impl Master {
                     if let Phase::Starting { .. } = worker.phase {
                         let why = format!("worker pid {} sent {line:?}, not ready", worker.pid);
                         worker.dismiss(Instant::now() + KILL_GRACE);
-                        self.on_failure(key, why);
+                        let generation = worker.generation;
+                        self.on_failure(generation, why);
                     } else {
                         warn!("worker pid {} sent {line:?}; ignored", worker.pid);
                     }

@@ -23,36 +23,37 @@ impl Master {
         };
         // A report written just before the exit may still wait in the channel.
         self.on_readable(key);
-        let phase = self.workers[key].phase;
+        // Out of the slab before anything else: its pid is reaped and may be reused at once, so
+        // no order or signal may reach it from here on.
+        let mut worker = self.workers.remove(key);
+        let _ = self.poll.registry().deregister(worker.control());
+        self.totals.add(worker.report.as_deref());
         let stopping = self.stopped_at.is_some() || self.failure.is_some();
-        match phase {
-            _ if stopping || matches!(phase, Phase::Leaving { .. }) => {
+        match worker.phase {
+            _ if stopping || matches!(worker.phase, Phase::Leaving { .. }) => {
                 if status.success() {
                     info!("worker pid {pid} exited ({status})");
                 } else {
                     warn!("worker pid {pid} exited ({status})");
                 }
             }
-            Phase::Starting { .. } | Phase::Leaving { .. } => {
-                let why = format!("worker pid {pid} exited before it was serving ({status})");
-                self.on_failure(key, why);
-            }
             Phase::Serving { since } => {
                 if since.elapsed() >= STABLE {
                     self.failures = 0;
                 }
                 let why = format!("worker pid {pid} exited unexpectedly ({status})");
-                self.on_failure(key, why);
+                self.on_failure(worker.generation, why);
+            }
+            Phase::Starting { .. } | Phase::Leaving { .. } => {
+                let why = format!("worker pid {pid} exited before it was serving ({status})");
+                self.on_failure(worker.generation, why);
             }
         }
-        let mut worker = self.workers.remove(key);
-        let _ = self.poll.registry().deregister(worker.control());
-        self.totals.add(worker.report.as_deref());
     }
 
-    /// A worker failed to start or died while serving: what follows depends on its generation.
-    pub(super) fn on_failure(&mut self, key: usize, why: String) {
-        let generation = self.workers[key].generation;
+    /// A worker of `generation` failed to start or died while serving: what follows depends on
+    /// the generation.
+    pub(super) fn on_failure(&mut self, generation: u64, why: String) {
         if self.stopped_at.is_some() || self.failure.is_some() {
             warn!("{why}");
         } else if self.restarting == Some(generation) {
@@ -88,7 +89,8 @@ impl Master {
                     self.restart_timeout.as_secs_f64()
                 );
                 worker.dismiss(now + KILL_GRACE);
-                self.on_failure(key, why);
+                let generation = worker.generation;
+                self.on_failure(generation, why);
             }
         }
         for (_, worker) in self.workers.iter_mut() {
