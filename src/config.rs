@@ -97,7 +97,7 @@ pub struct Config {
     /// [`Config::backlog`](crate::Config#structfield.backlog)).
     ///
     /// The server also reserves its descriptor table for this many connections when it starts
-    /// ([connection storms](crate::guide::hard_edges#connection-storms-and-the-listen-backlog)); a
+    /// (the repository's `docs/hard-edges.md`, "Connection storms and the listen backlog"); a
     /// limit above the process's descriptor limit (`ulimit -n`) is logged as a warning, since
     /// accepting will pause with `EMFILE` there first.
     pub max_connections: usize,

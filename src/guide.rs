@@ -7,15 +7,16 @@
 //!   the vocabulary (*turn*, *drain*, *lingering close*, *forced*, *backpressure*);
 //! - [`shutdown`]: the three ways to stop (graceful, hand-over, immediate), step by step, beside
 //!   Go's, nginx's and tokio's;
-//! - [`restart`]: the restart without downtime, and the library API an embedder uses for it;
-//! - [`hard_edges`]: each place where the kernel or TCP trips a naive loop, the function that
-//!   handles it and the test that proves it.
+//! - [`restart`]: the process model, the restart without downtime, and the library API an
+//!   embedder uses for it.
 //!
 //! Their links name files of the source tree (`shutdown.md`, `../src/reactor.rs`), so they lead
 //! somewhere when the files are read in the repository, not on this site: here, the other guides
 //! are the items above, and the sources are under the crate's "Source" menu. The event loop turn
 //! by turn, the design decisions, the robustness tests, the labs and the benchmarks are in the
-//! repository's `docs/` only, to keep the package small.
+//! repository's `docs/` only, to keep the package small; so are the hard edges
+//! (`docs/hard-edges.md`: each place where the kernel or TCP trips a naive loop, the function that
+//! handles it and the test that proves it).
 
 // The guides are markdown written for the repository and edited often: rustdoc's checks of links,
 // HTML and code blocks are for the API docs, and must not fail a build over a guide's prose.
@@ -31,7 +32,3 @@ pub mod shutdown {}
 #[doc = include_str!("../docs/restart.md")]
 #[allow(rustdoc::all)]
 pub mod restart {}
-
-#[doc = include_str!("../docs/hard-edges.md")]
-#[allow(rustdoc::all)]
-pub mod hard_edges {}

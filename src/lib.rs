@@ -83,8 +83,7 @@
 //! - `backoff`: the accept pause after running out of descriptors.
 //! - `idle`: the idle timer, a list of connections ordered by last traffic.
 //! - `report`: [`Report`], the counters of one run.
-//! - [`guide`]: the guides, from the repository's `docs/`: architecture, shutdown, restart, and
-//!   the hard edges.
+//! - [`guide`]: the guides, from the repository's `docs/`: architecture, shutdown and restart.
 //!
 //! # Guarantees
 //!
@@ -100,15 +99,16 @@
 //! - A storm of up to [`Config::backlog`](crate::Config#structfield.backlog) clients connecting at
 //!   once, as after a restart, is taken without a dropped handshake: the descriptor table is
 //!   reserved for `max_connections` when the server is created, so no accept stalls while the
-//!   kernel grows it ([connection
-//!   storms](guide::hard_edges#connection-storms-and-the-listen-backlog)).
+//!   kernel grows it (the repository's `docs/hard-edges.md`, "Connection storms and the listen
+//!   backlog").
 //! - Graceful shutdown: the clients already waiting in the accept backlog are accepted (within
 //!   `max_connections`), then the listener closes and later connection attempts are refused;
 //!   every client receives the echo of all the server had read and of the input already waiting
 //!   in its socket (up to `max_buffer` bytes), then EOF, not a reset; `run` returns within
 //!   `drain_timeout`. A client that has sent nothing yet when the drain begins gets up to a
 //!   second (at most half of `drain_timeout`) for its first bytes before its EOF, so a request
-//!   racing the shutdown is answered.
+//!   racing the shutdown is answered. [The shutdown guide](guide::shutdown) walks through each
+//!   step.
 //! - Hand-over: the clients waiting in the backlog are not accepted; they stay queued for the
 //!   process that shares the socket ([the restart guide](guide::restart)). The open
 //!   connections drain as above.

@@ -62,8 +62,8 @@ impl Server {
     ///
     /// Both constructors also reserve the process's descriptor table for
     /// [`Config::max_connections`](crate::Config#structfield.max_connections) connections, so that
-    /// a burst of clients never waits for the table to grow ([connection
-    /// storms](crate::guide::hard_edges#connection-storms-and-the-listen-backlog)).
+    /// a burst of clients never waits for the table to grow (the repository's
+    /// `docs/hard-edges.md`, "Connection storms and the listen backlog").
     ///
     /// # Errors
     ///

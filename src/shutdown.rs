@@ -71,7 +71,8 @@ impl Shared {
 /// Get one from [`Server::shutdown_handle`](crate::Server::shutdown_handle). It is cheap to clone
 /// and can be sent to and shared between threads: a signal thread, a supervisor, a test. The
 /// handles share the waker's descriptor (an eventfd on Linux), which is closed when the last
-/// handle and the server are gone.
+/// handle and the server are gone. [The shutdown guide](crate::guide::shutdown) follows each way
+/// to stop step by step.
 ///
 /// # Contract
 ///
