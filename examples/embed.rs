@@ -12,9 +12,9 @@ use std::time::Duration;
 use netgrace::{Config, Server};
 
 fn main() -> io::Result<()> {
-    let mut config = Config::new("127.0.0.1:0".parse().map_err(io::Error::other)?);
-    config.max_connections = 16;
-    config.drain_timeout = Duration::from_secs(2);
+    let config = Config::new("127.0.0.1:0".parse().map_err(io::Error::other)?)
+        .max_connections(16)
+        .drain_timeout(Duration::from_secs(2));
 
     let server = Server::bind(config)?;
     let addr = server.local_addr();

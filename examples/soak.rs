@@ -21,9 +21,9 @@ fn main() -> io::Result<()> {
         .unwrap_or(3);
     // Before the server exists, so its own listener, poll and waker count as leaks if left open.
     let (fds_before, rss_before) = (descriptors()?, rss_kib()?);
-    let mut config = Config::new("127.0.0.1:0".parse().map_err(io::Error::other)?);
-    config.max_buffer = 16 * 1024;
-    config.idle_timeout = Some(Duration::from_secs(2));
+    let config = Config::new("127.0.0.1:0".parse().map_err(io::Error::other)?)
+        .max_buffer(16 * 1024)
+        .idle_timeout(Duration::from_secs(2));
     let server = Server::bind(config)?;
     let addr = server.local_addr();
     let handle = server.shutdown_handle();

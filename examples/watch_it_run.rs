@@ -100,7 +100,7 @@ fn start(
 ) -> io::Result<(SocketAddr, ShutdownHandle, JoinHandle<io::Result<Report>>)> {
     let server = Server::bind(config)?;
     let (addr, handle) = (server.local_addr(), server.shutdown_handle());
-    Ok((addr, handle, thread::spawn(move || server.run())))
+    Ok((addr, handle, thread::spawn(move || Ok(server.run()?))))
 }
 
 fn join<T>(thread: JoinHandle<T>) -> io::Result<T> {

@@ -1,7 +1,4 @@
-//! Errors with context: what we were doing, on what, and the OS error that stopped it.
-//!
-//! Its own module because both floors use it, the server (bind) and the reactor (poll): a
-//! helper in `server.rs` made the reactor import from the module that imports it.
+//! [`RunError`]: a run whose event loop failed, and what it did until then.
 
 use std::error::Error;
 use std::fmt;
@@ -9,38 +6,128 @@ use std::io;
 
 use crate::Report;
 
-/// Adds what we were doing to an OS error, keeping the original inside so that nothing is lost:
-/// the kind stays the same (callers can still match on it), the message reads
-/// `bind 127.0.0.1:5388: address already in use (os error 98)`, and the original error, with its
-/// OS code, is the [`Error::source`] of the result.
+/// Why a [`Server::run`](crate::Server::run) failed, with the [`Report`] of what it did until
+/// then.
 ///
-/// std cannot give a rebuilt error the original's `raw_os_error()`: an `io::Error` either is an
-/// OS code or carries a message. So the code is one step down:
-/// `err.source()` downcast to `io::Error`.
-pub(crate) fn context(what: impl fmt::Display, err: io::Error) -> io::Error {
-    let kind = err.kind();
-    io::Error::new(
-        kind,
-        Context {
-            what: what.to_string(),
-            source: err,
-        },
-    )
-}
-
-/// The payload of an error made by [`context`].
+/// `run` consumes the server, so the counts travel with the error, and a caller that wants them
+/// does not have to dig: [`RunError::report`]. In that report [`Report::stop`] is
+/// [`Stop::Failure`](crate::Stop::Failure), and the connections still open when the loop failed
+/// are counted as [`Report::forced`]: `run` closed them before returning.
+///
+/// The cause is the OS error that stopped the loop (today only `epoll_wait(2)` can, with
+/// anything but `EINTR`, which is retried): it is the [`source`](Error::source), and
+/// [`RunError::kind`] and [`RunError::raw_os_error`] read it as on an [`io::Error`]. The message
+/// names the operation and the cause in one line, as `poll: invalid argument (os error 22)`.
+///
+/// It converts into an [`io::Error`] of the same kind and message, so `?` works in a function
+/// that returns [`io::Result`]; the OS error is then that error's `source()`, and the
+/// `RunError`, with its report, is inside it ([`io::Error::get_ref`]).
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> std::io::Result<()> {
+/// use std::error::Error as _;
+///
+/// let server = netgrace::Server::bind(netgrace::Config::new("127.0.0.1:0".parse().unwrap()))?;
+/// server.shutdown_handle().shutdown();
+/// match server.run() {
+///     Ok(report) => println!("{report}"),
+///     Err(err) => {
+///         eprintln!("stopped by a failure after: {}", err.report());
+///         eprintln!("os error: {:?}, cause: {:?}", err.raw_os_error(), err.source());
+///         return Err(err.into());
+///     }
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
-struct Context {
-    what: String,
+pub struct RunError {
+    /// What the loop was doing when it failed, for the message: `poll`.
+    operation: &'static str,
+    /// The OS error, as the OS gave it.
     source: io::Error,
+    /// The counts up to the failure, with `stop` set to `Failure`.
+    report: Report,
 }
 
-impl fmt::Display for Context {
-    /// `what: reason`, the reason starting lowercase as in the rest of the sentence.
+impl RunError {
+    pub(crate) fn new(operation: &'static str, source: io::Error, report: Report) -> RunError {
+        RunError {
+            operation,
+            source,
+            report,
+        }
+    }
+
+    /// What the run did before it failed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// let server = netgrace::Server::bind(netgrace::Config::new("127.0.0.1:0".parse().unwrap()))?;
+    /// server.shutdown_handle().shutdown();
+    /// let report = match server.run() {
+    ///     Ok(report) => report,
+    ///     Err(err) => err.report().clone(),
+    /// };
+    /// println!("{report}");
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn report(&self) -> &Report {
+        &self.report
+    }
+
+    /// The kind of the OS error that stopped the loop, as [`io::Error::kind`] gives it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// let server = netgrace::Server::bind(netgrace::Config::new("127.0.0.1:0".parse().unwrap()))?;
+    /// server.shutdown_handle().shutdown();
+    /// if let Err(err) = server.run() {
+    ///     assert_ne!(err.kind(), std::io::ErrorKind::Interrupted, "retried, never returned");
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn kind(&self) -> io::ErrorKind {
+        self.source.kind()
+    }
+
+    /// The OS error code (`errno`) that stopped the loop, as [`io::Error::raw_os_error`] gives
+    /// it: `Some` for every failure `run` reports today.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// let server = netgrace::Server::bind(netgrace::Config::new("127.0.0.1:0".parse().unwrap()))?;
+    /// server.shutdown_handle().shutdown();
+    /// if let Err(err) = server.run() {
+    ///     eprintln!("epoll_wait failed with errno {:?}", err.raw_os_error());
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn raw_os_error(&self) -> Option<i32> {
+        self.source.raw_os_error()
+    }
+}
+
+impl fmt::Display for RunError {
+    /// `operation: reason`, the OS's reason starting lowercase, as in the rest of the line.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let reason = self.source.to_string();
         let mut chars = reason.chars();
-        write!(f, "{}: ", self.what)?;
+        write!(f, "{}: ", self.operation)?;
         if let Some(first) = chars.next() {
             write!(f, "{}", first.to_lowercase())?;
         }
@@ -48,90 +135,55 @@ impl fmt::Display for Context {
     }
 }
 
-impl Error for Context {
+impl Error for RunError {
     fn source(&self) -> Option<&(dyn Error + 'static)> {
         Some(&self.source)
     }
 }
 
-/// Attaches the counts of a run to the error that ended it, so they are not lost with the
-/// server that `run` consumed. The kind and the message stay those of `err`; the counts are
-/// read back with [`report_of`] (publicly, `Report::from_failed_run`).
-pub(crate) fn with_report(err: io::Error, report: Report) -> io::Error {
-    let kind = err.kind();
-    io::Error::new(
-        kind,
-        Failed {
-            source: err,
-            report,
-        },
-    )
-}
-
-/// The counts carried by an error made by [`with_report`].
-pub(crate) fn report_of(err: &io::Error) -> Option<&Report> {
-    err.get_ref()?
-        .downcast_ref::<Failed>()
-        .map(|failed| &failed.report)
-}
-
-/// The payload of an error made by [`with_report`].
-#[derive(Debug)]
-struct Failed {
-    source: io::Error,
-    report: Report,
-}
-
-impl fmt::Display for Failed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.source.fmt(f)
-    }
-}
-
-impl Error for Failed {
-    /// One step down, as for a [`context`] error: the OS error itself.
-    fn source(&self) -> Option<&(dyn Error + 'static)> {
-        self.source.source()
+impl From<RunError> for io::Error {
+    /// The same kind and message; the `RunError` stays inside, so nothing is lost.
+    fn from(err: RunError) -> io::Error {
+        io::Error::new(err.kind(), err)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Stop;
 
-    #[test]
-    fn the_message_reads_what_then_the_lowercased_reason() {
-        let err = context("bind 127.0.0.1:5388", io::Error::from_raw_os_error(98));
-        assert_eq!(
-            err.to_string(),
-            "bind 127.0.0.1:5388: address already in use (os error 98)"
-        );
-        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+    fn failed() -> RunError {
+        let mut report = Report::new(Stop::Failure);
+        report.accepted = 3;
+        RunError::new("poll", io::Error::from_raw_os_error(22), report)
     }
 
     #[test]
-    fn issue_10_a_failed_runs_error_carries_its_report_and_keeps_its_cause() {
-        let report = Report {
-            accepted: 3,
-            ..Report::default()
-        };
-        let err = with_report(context("poll", io::Error::from_raw_os_error(22)), report);
-        assert_eq!(report_of(&err).map(|report| report.accepted), Some(3));
+    fn the_message_reads_operation_then_the_lowercased_reason() {
+        assert_eq!(failed().to_string(), "poll: invalid argument (os error 22)");
+    }
+
+    #[test]
+    fn the_os_error_is_the_source_and_its_code_and_kind_are_read_directly() {
+        let err = failed();
+        assert_eq!(err.raw_os_error(), Some(22));
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        let source = err.source().and_then(|s| s.downcast_ref::<io::Error>());
+        assert_eq!(source.and_then(io::Error::raw_os_error), Some(22));
+        assert_eq!(err.report().accepted, 3);
+    }
+
+    /// `?` into an `io::Result` keeps the kind, the message, the OS error as the source, and the
+    /// report inside.
+    #[test]
+    fn into_io_error_keeps_kind_message_source_and_report() {
+        let err = io::Error::from(failed());
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
         assert_eq!(err.to_string(), "poll: invalid argument (os error 22)");
-        let os = err
-            .source()
-            .and_then(|source| source.downcast_ref::<io::Error>());
-        assert_eq!(os.and_then(io::Error::raw_os_error), Some(22));
-        assert!(report_of(&io::Error::from_raw_os_error(22)).is_none());
-    }
-
-    #[test]
-    fn issue_10_the_os_error_survives_as_the_source() {
-        let err = context("bind 127.0.0.1:5388", io::Error::from_raw_os_error(98));
-        let source = err
-            .source()
-            .and_then(|source| source.downcast_ref::<io::Error>());
-        assert_eq!(source.and_then(io::Error::raw_os_error), Some(98));
+        let source = err.source().and_then(|s| s.downcast_ref::<io::Error>());
+        assert_eq!(source.and_then(io::Error::raw_os_error), Some(22));
+        let inner = err.get_ref().and_then(|e| e.downcast_ref::<RunError>());
+        assert_eq!(inner.map(|e| e.report().accepted), Some(3));
     }
 }

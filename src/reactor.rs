@@ -17,7 +17,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{debug, info, log_enabled, trace, Level};
+use log::{debug, log_enabled, trace, Level};
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Poll, Token};
@@ -25,10 +25,10 @@ use slab::Slab;
 
 use crate::backoff::Backoff;
 use crate::connection::{interrupted, Connection, Status};
-use crate::error::context;
+use crate::error::RunError;
 use crate::idle::{IdleList, Link, Linked};
 use crate::shutdown::{Request, Shared};
-use crate::{Config, Report};
+use crate::{Config, Report, Stop};
 
 mod accept;
 mod drain;
@@ -156,18 +156,20 @@ impl Reactor {
             drain: None,
             first_bytes_until: None,
             turns: 0,
-            report: Report::default(),
+            // Whichever way the run ends sets `stop`; until a request is acted on, only a failure
+            // of the loop can end it.
+            report: Report::new(Stop::Failure),
         }
     }
 
     /// Runs turns until shutdown completes.
-    pub(crate) fn run(self) -> io::Result<Report> {
+    pub(crate) fn run(self) -> Result<Report, RunError> {
         self.run_with(Events::with_capacity(EVENTS_PER_TURN))
     }
 
     /// [`Reactor::run`] with the caller's event buffer (a test gives an empty one, which makes
     /// `epoll_wait` fail with `EINVAL`: the only way to see the loop itself fail).
-    fn run_with(mut self, mut events: Events) -> io::Result<Report> {
+    pub(crate) fn run_with(mut self, mut events: Events) -> Result<Report, RunError> {
         loop {
             let now = Instant::now();
             // The atomic, not the waker event, is the truth: this sees a request made before run
@@ -184,7 +186,7 @@ impl Reactor {
             if let Some((started, deadline)) = self.drain {
                 if deadline.is_some_and(|deadline| now >= deadline) && !self.connections.is_empty()
                 {
-                    info!(
+                    debug!(
                         "drain deadline passed: forcing {} connections",
                         self.connections.len()
                     );
@@ -195,25 +197,28 @@ impl Reactor {
                     return Ok(self.report);
                 }
             }
+            // The poll is the one step of a turn that can fail.
             if let Err(err) = self.turn(&mut events, now) {
-                return Err(self.fail(err));
+                return Err(self.fail("poll", err));
             }
         }
     }
 
-    /// The loop itself failed: close what is open (counted as forced) and hand the counts back
-    /// inside the error, so they are not lost with the server `run` consumed.
-    fn fail(mut self, err: io::Error) -> io::Error {
-        log::error!(
-            "event loop failed: {err}; closing {} connections",
+    /// The loop itself failed while doing `operation`: close what is open (counted as forced)
+    /// and hand the counts back inside the error, so they are not lost with the server `run`
+    /// consumed.
+    fn fail(mut self, operation: &'static str, err: io::Error) -> RunError {
+        // Debug, not error: the error goes back to the caller, whose job it is to report it.
+        debug!(
+            "event loop failed: {operation}: {err}; closing {} connections",
             self.connections.len()
         );
         self.force_all();
         if let Some((started, _)) = self.drain {
             self.report.shutdown_duration = started.elapsed();
         }
-        self.report.stop = crate::Stop::Failure;
-        crate::error::with_report(err, self.report)
+        self.report.stop = Stop::Failure;
+        RunError::new(operation, err, self.report)
     }
 
     fn turn(&mut self, events: &mut Events, now: Instant) -> io::Result<()> {
@@ -223,7 +228,7 @@ impl Reactor {
             // A signal landed on this thread: nothing happened, take another turn.
             Err(err) if interrupted(&err) => return Ok(()),
             // The poll itself failed: the loop cannot go on.
-            Err(err) => return Err(context("poll", err)),
+            Err(err) => return Err(err),
         }
         self.turns += 1;
         if log_enabled!(Level::Trace) {

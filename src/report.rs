@@ -23,7 +23,7 @@ use std::time::Duration;
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Report {
     /// Connections accepted.
@@ -45,7 +45,8 @@ pub struct Report {
     /// Connections closed because of an IO error on them (reset, broken pipe, ...), or accepted
     /// but not registered with the poll.
     pub errors: u64,
-    /// Connections closed because they were silent for [`Config::idle_timeout`](crate::Config::idle_timeout).
+    /// Connections closed because they were silent for
+    /// [`Config::idle_timeout`](crate::Config#structfield.idle_timeout).
     pub timed_out: u64,
     /// From the moment the reactor saw the shutdown request to the moment `run` returned.
     pub shutdown_duration: Duration,
@@ -65,12 +66,11 @@ pub struct Report {
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Stop {
     /// [`ShutdownHandle::shutdown`](crate::ShutdownHandle::shutdown): the backlog was accepted
     /// and drained with the rest. Connections the drain deadline cut are in [`Report::forced`].
-    #[default]
     Graceful,
     /// [`ShutdownHandle::hand_over`](crate::ShutdownHandle::hand_over): the backlog was left to
     /// the successor, the open connections drained.
@@ -78,7 +78,8 @@ pub enum Stop {
     /// [`ShutdownHandle::shutdown_now`](crate::ShutdownHandle::shutdown_now), possibly during a
     /// drain: whatever was open was closed at once.
     Immediate,
-    /// The event loop itself failed ([`Report::from_failed_run`]).
+    /// The event loop itself failed: `run` returned a [`RunError`](crate::RunError), whose
+    /// [`report`](crate::RunError::report) this is.
     Failure,
 }
 
@@ -94,33 +95,21 @@ impl fmt::Display for Stop {
 }
 
 impl Report {
-    /// The counts of a run that ended because its event loop failed, carried by the error
-    /// [`Server::run`](crate::Server::run) returned; `None` for any other error.
-    ///
-    /// `run` consumes the server, so without this the counts of a run whose `poll` failed would
-    /// be lost. In such a report the connections still open when the loop failed are counted as
-    /// [`Report::forced`]: `run` closed them before returning.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # fn main() -> std::io::Result<()> {
-    /// let server = netgrace::Server::bind(netgrace::Config::new("127.0.0.1:0".parse().unwrap()))?;
-    /// server.shutdown_handle().shutdown();
-    /// match server.run() {
-    ///     Ok(report) => println!("{report}"),
-    ///     Err(err) => {
-    ///         if let Some(report) = netgrace::Report::from_failed_run(&err) {
-    ///             eprintln!("counts before the failure: {report}");
-    ///         }
-    ///         return Err(err);
-    ///     }
-    /// }
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub fn from_failed_run(err: &std::io::Error) -> Option<&Report> {
-        crate::error::report_of(err)
+    /// A report with every count at zero, for a run that will end by `stop` unless something
+    /// else ends it first.
+    pub(crate) fn new(stop: Stop) -> Report {
+        Report {
+            accepted: 0,
+            peak_connections: 0,
+            bytes_echoed: 0,
+            closed: 0,
+            drained: 0,
+            forced: 0,
+            errors: 0,
+            timed_out: 0,
+            shutdown_duration: Duration::ZERO,
+            stop,
+        }
     }
 }
 

@@ -8,11 +8,10 @@ use std::sync::Arc;
 use mio::net::TcpListener;
 use mio::{Interest, Poll, Waker};
 
-use crate::error::context;
 use crate::reactor::{Reactor, LISTENER, WAKER};
 use crate::shutdown::Shared;
 use crate::{descriptors, listener};
-use crate::{Config, Report, ShutdownHandle};
+use crate::{Config, Report, RunError, ShutdownHandle};
 
 /// A bound, not yet running echo server.
 ///
@@ -56,22 +55,26 @@ pub struct Server {
 impl Server {
     /// Validates `config` and binds a listener on `config.listen`.
     ///
-    /// The socket gets `SO_REUSEADDR` (a restarted server can rebind at once) and a listen
-    /// backlog of [`Config::backlog`]. For other options (`SO_REUSEPORT`, a specific interface),
-    /// bind the listener yourself and use [`Server::from_std`].
+    /// The socket gets `SO_REUSEADDR` (a restarted server can rebind at once) and a listen backlog
+    /// of [`Config::backlog`](crate::Config#structfield.backlog). For other options
+    /// (`SO_REUSEPORT`, a specific interface), bind the listener yourself and use
+    /// [`Server::from_std`].
     ///
     /// Both constructors also reserve the process's descriptor table for
-    /// [`Config::max_connections`] connections, so that a burst of clients never waits for the
-    /// table to grow (docs/hard-edges.md, "Connection storms and the listen backlog").
+    /// [`Config::max_connections`](crate::Config#structfield.max_connections) connections, so that
+    /// a burst of clients never waits for the table to grow (the repository's
+    /// `docs/hard-edges.md`, "Connection storms and the listen backlog").
     ///
     /// # Errors
     ///
     /// - [`io::ErrorKind::InvalidInput`] if `config` is invalid (see [`Config::validate`]);
-    /// - the OS error of `bind(2)`/`listen(2)`, with its kind kept and the address added to the
-    ///   message: for example [`io::ErrorKind::AddrInUse`] as
-    ///   `bind 127.0.0.1:5388: address already in use (os error 98)`, or
-    ///   [`io::ErrorKind::PermissionDenied`] for a privileged port. The original OS error, with
-    ///   its `raw_os_error()`, is the error's [`source`](std::error::Error::source);
+    /// - the OS error of `socket(2)`, `bind(2)` or `listen(2)` as the OS gave it, as std's
+    ///   [`TcpListener::bind`](std::net::TcpListener::bind) returns it: match its
+    ///   [`kind`](io::Error::kind) ([`io::ErrorKind::AddrInUse`], or
+    ///   [`io::ErrorKind::PermissionDenied`] for a privileged port) or its
+    ///   [`raw_os_error`](io::Error::raw_os_error) (`EADDRINUSE`). Its message does not name the
+    ///   address, which the caller has in `config.listen`: the binary adds it, as
+    ///   `bind 127.0.0.1:5388: address already in use (os error 98)`;
     /// - the OS error of creating the poll or its waker (out of descriptors, for example).
     ///
     /// # Examples
@@ -86,22 +89,23 @@ impl Server {
     pub fn bind(config: Config) -> io::Result<Server> {
         config.validate()?;
         let listener = Server::bind_listener(&config)?;
-        listener
-            .set_nonblocking(true)
-            .map_err(|err| context("set_nonblocking on listener", err))?;
+        listener.set_nonblocking(true)?;
         Server::new(TcpListener::from_std(listener), config)
     }
 
-    /// Binds the listening socket exactly as [`Server::bind`] would ([`Config::listen`],
-    /// [`Config::backlog`], the same errors), without a server: for a process that holds the
-    /// socket while other processes serve it, each adopting a copy with [`Server::from_std`]
-    /// (the binary's master and its workers, docs/restart.md).
+    /// Binds the listening socket exactly as [`Server::bind`] would
+    /// ([`Config::listen`](crate::Config#structfield.listen),
+    /// [`Config::backlog`](crate::Config#structfield.backlog), the same errors), without a server:
+    /// for a process that holds the socket while other processes serve it, each adopting a copy
+    /// with [`Server::from_std`] (the binary's master and its workers, [the restart
+    /// guide](crate::guide::restart)).
     ///
     /// The socket is blocking and close-on-exec; pass it on deliberately.
     ///
     /// # Errors
     ///
-    /// As [`Server::bind`], minus the poll.
+    /// As [`Server::bind`], minus the poll: an OS error comes back as the OS gave it, its
+    /// `raw_os_error()` intact.
     ///
     /// # Examples
     ///
@@ -116,8 +120,8 @@ impl Server {
     /// ```
     pub fn bind_listener(config: &Config) -> io::Result<std::net::TcpListener> {
         config.validate()?;
+        // The OS error as it is: wrapped with context it would lose its `raw_os_error()`.
         listener::bind(config.listen, config.backlog)
-            .map_err(|err| context(format_args!("bind {}", config.listen), err))
     }
 
     /// Serves on a listener the host already has (inherited from a supervisor, or bound with
@@ -144,22 +148,16 @@ impl Server {
     /// ```
     pub fn from_std(listener: std::net::TcpListener, config: Config) -> io::Result<Server> {
         config.validate()?;
-        listener
-            .set_nonblocking(true)
-            .map_err(|err| context("set_nonblocking on listener", err))?;
+        listener.set_nonblocking(true)?;
         Server::new(TcpListener::from_std(listener), config)
     }
 
     fn new(mut listener: TcpListener, config: Config) -> io::Result<Server> {
-        let local_addr = listener
-            .local_addr()
-            .map_err(|err| context("local_addr of listener", err))?;
-        let poll = Poll::new().map_err(|err| context("create poll", err))?;
+        let local_addr = listener.local_addr()?;
+        let poll = Poll::new()?;
         poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)
-            .map_err(|err| context("register listener", err))?;
-        let waker =
-            Waker::new(poll.registry(), WAKER).map_err(|err| context("create waker", err))?;
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Waker::new(poll.registry(), WAKER)?;
         descriptors::reserve(&listener, config.max_connections);
         Ok(Server {
             poll,
@@ -189,7 +187,7 @@ impl Server {
     }
 
     /// A second descriptor for the listening socket, for a process that will take over from this
-    /// one (a restart without downtime, docs/restart.md).
+    /// one (a restart without downtime: [the restart guide](crate::guide::restart)).
     ///
     /// Both descriptors name one socket with one accept queue: whichever process calls `accept`
     /// first gets the next client, and the queue outlives either descriptor being closed. Pass
@@ -217,9 +215,7 @@ impl Server {
     /// # }
     /// ```
     pub fn try_clone_listener(&self) -> io::Result<std::net::TcpListener> {
-        let copy = socket2::SockRef::from(&self.listener)
-            .try_clone()
-            .map_err(|err| context("duplicate listener", err))?;
+        let copy = socket2::SockRef::from(&self.listener).try_clone()?;
         Ok(copy.into())
     }
 
@@ -250,12 +246,14 @@ impl Server {
     /// Guaranteed:
     /// - `run` returns only after a [`ShutdownHandle`] request (or on a failure of the loop
     ///   itself); nothing a client does ends it or makes it panic;
-    /// - after [`ShutdownHandle::shutdown`], the clients already waiting in the accept backlog
-    ///   are accepted (within `max_connections`) and the listener is closed at once; each client
-    ///   receives every byte the server had read from it, and every byte that was already
-    ///   waiting in its socket (the drain reads until the socket is empty, at most
-    ///   [`Config::max_buffer`] more bytes), then EOF; `run` returns when all have closed or
-    ///   [`Config::drain_timeout`] has passed, whichever is first;
+    /// - after [`ShutdownHandle::shutdown`], the clients already waiting in the accept backlog are
+    ///   accepted (within `max_connections`) and the listener is closed at once; each client
+    ///   receives every byte the server had read from it, and every byte that was already waiting
+    ///   in its socket (the drain reads until the socket is empty, at most
+    ///   [`Config::max_buffer`](crate::Config#structfield.max_buffer) more bytes), then EOF; `run`
+    ///   returns when all have closed or
+    ///   [`Config::drain_timeout`](crate::Config#structfield.drain_timeout) has passed, whichever
+    ///   is first;
     /// - after [`ShutdownHandle::shutdown_now`], `run` closes everything and returns at once;
     /// - when it returns, every socket it opened is closed.
     ///
@@ -270,10 +268,10 @@ impl Server {
     ///
     /// # Errors
     ///
-    /// Only if the event loop itself fails: the OS error of `epoll_wait(2)` (other than
-    /// [`io::ErrorKind::Interrupted`], which is retried), prefixed with `poll`. The counts up to
-    /// the failure are inside it: [`Report::from_failed_run`]. Errors on a connection close that
-    /// connection and are counted in [`Report::errors`].
+    /// Only if the event loop itself fails: a [`RunError`] holding the OS error of
+    /// `epoll_wait(2)` (other than [`io::ErrorKind::Interrupted`], which is retried) and the
+    /// [`Report`] of what the run did until then. It converts into an [`io::Error`] for `?`.
+    /// Errors on a connection close that connection and are counted in [`Report::errors`].
     ///
     /// # Examples
     ///
@@ -288,8 +286,18 @@ impl Server {
     /// # Ok(())
     /// # }
     /// ```
-    pub fn run(self) -> io::Result<Report> {
+    pub fn run(self) -> Result<Report, RunError> {
         Reactor::new(self.poll, self.listener, self.config, self.shared).run()
+    }
+
+    /// [`Server::run`] with room for no event, which makes the first `epoll_wait(2)` fail with
+    /// `EINVAL`: the one way to make the loop itself fail on purpose, so that a test (of this
+    /// crate, or of an embedder's handling of a [`RunError`]) can see one. Hidden, and outside
+    /// the API's promises.
+    #[doc(hidden)]
+    pub fn run_failing_at_first_poll(self) -> Result<Report, RunError> {
+        Reactor::new(self.poll, self.listener, self.config, self.shared)
+            .run_with(mio::Events::with_capacity(0))
     }
 }
 

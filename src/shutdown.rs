@@ -71,7 +71,8 @@ impl Shared {
 /// Get one from [`Server::shutdown_handle`](crate::Server::shutdown_handle). It is cheap to clone
 /// and can be sent to and shared between threads: a signal thread, a supervisor, a test. The
 /// handles share the waker's descriptor (an eventfd on Linux), which is closed when the last
-/// handle and the server are gone.
+/// handle and the server are gone. [The shutdown guide](crate::guide::shutdown) follows each way
+/// to stop step by step.
 ///
 /// # Contract
 ///
@@ -122,12 +123,12 @@ impl ShutdownHandle {
     /// Asks for a graceful shutdown.
     ///
     /// The server accepts the clients already waiting in its backlog (within `max_connections`),
-    /// then stops accepting (later connection attempts are refused). On each connection it
-    /// answers the input already waiting in the socket (reading until it is empty, at most
-    /// `max_buffer` bytes), writes back every byte it has read, shuts down the write side so the
-    /// client sees a clean EOF, discards whatever arrives after that, and waits — until each client closes or
-    /// [`Config::drain_timeout`](crate::Config::drain_timeout) passes — before returning its
-    /// [`Report`](crate::Report).
+    /// then stops accepting (later connection attempts are refused). On each connection it answers
+    /// the input already waiting in the socket (reading until it is empty, at most `max_buffer`
+    /// bytes), writes back every byte it has read, shuts down the write side so the client sees a
+    /// clean EOF, discards whatever arrives after that, and waits — until each client closes or
+    /// [`Config::drain_timeout`](crate::Config#structfield.drain_timeout) passes — before returning
+    /// its [`Report`](crate::Report).
     ///
     /// # Examples
     ///
@@ -172,11 +173,11 @@ impl ShutdownHandle {
     /// connection drains exactly as with [`ShutdownHandle::shutdown`], and
     /// [`Report::stop`](crate::Report::stop) is [`Stop::HandOver`](crate::Stop::HandOver).
     ///
-    /// This is the old process's half of a restart without downtime: another process holds the
-    /// same listening socket (from [`Server::try_clone_listener`](crate::Server::try_clone_listener),
-    /// passed to it across `exec`) and is already accepting. The kernel keeps one accept queue
-    /// per socket, not per descriptor, so closing this server's descriptor leaves the queue, and
-    /// every client in it, to the successor (docs/restart.md).
+    /// This is the old process's half of a restart without downtime: another process holds the same
+    /// listening socket (from [`Server::try_clone_listener`](crate::Server::try_clone_listener),
+    /// passed to it across `exec`) and is already accepting. The kernel keeps one accept queue per
+    /// socket, not per descriptor, so closing this server's descriptor leaves the queue, and every
+    /// client in it, to the successor ([the restart guide](crate::guide::restart)).
     ///
     /// Guaranteed, beyond [`ShutdownHandle::shutdown`]'s guarantees for the open connections:
     /// after the reactor sees the request it calls `accept` no more, so a client the successor

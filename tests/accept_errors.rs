@@ -17,11 +17,11 @@ use common::{assert_echo, connect};
 const NOFILE: usize = 32;
 
 /// The binary under `prlimit --nofile=NOFILE:NOFILE`; prlimit executes it in its own process, so
-/// `/proc/PID` is the server's.
+/// `/proc/PID` is the server's. At debug (`-v`), where the library says that accepting resumed.
 #[track_caller]
 fn start_starved() -> Serving {
     let limit = format!("--nofile={NOFILE}:{NOFILE}");
-    Serving::spawn(netgrace_under(&["prlimit", &limit], &[]))
+    Serving::spawn(netgrace_under(&["prlimit", &limit], &["-v"]))
 }
 
 #[test]

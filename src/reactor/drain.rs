@@ -57,6 +57,8 @@ impl Reactor {
         } else {
             Stop::Graceful
         };
+        // Info, unlike the library's other progress: once per run, the start of a drain is a
+        // lifecycle event an operator follows (what a signal did, how many clients it waits for).
         info!(
             "{}: listener closed, draining {}",
             if hand_over {
@@ -87,6 +89,7 @@ impl Reactor {
         }
         if awaiting > 0 {
             self.first_bytes_until = now.checked_add(grace);
+            // Info as well: once per drain, it says why the shutdown may take a second longer.
             info!(
                 "drain: {awaiting} connections have sent nothing yet; waiting up to {} ms for their first bytes",
                 grace.as_millis()

@@ -124,8 +124,10 @@ fn issue_10_a_failed_poll_returns_the_counts_so_far() -> io::Result<()> {
         .run_with(mio::Events::with_capacity(0))
         .expect_err("epoll_wait with no room for events fails");
     assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+    assert_eq!(err.raw_os_error(), Some(22), "EINVAL: {err}");
     assert!(err.to_string().starts_with("poll: "), "{err}");
-    let report = crate::Report::from_failed_run(&err).expect("the counts inside the error");
+    let report = err.report();
     assert_eq!((report.accepted, report.forced), (1, 1), "{report}");
+    assert_eq!(report.stop, crate::Stop::Failure, "{report}");
     Ok(())
 }

@@ -78,7 +78,7 @@ pub(crate) struct Options {
 pub(crate) const MAX_WORKERS: usize = 256;
 
 pub(crate) fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, lexopt::Error> {
-    let mut config = Config::default();
+    let mut config = Config::new(([127, 0, 0, 1], netgrace::DEFAULT_PORT).into());
     let mut verbosity = 0;
     let mut restart_timeout = DEFAULT_RESTART_TIMEOUT;
     let mut workers = 1;

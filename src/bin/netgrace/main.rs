@@ -8,6 +8,9 @@
 //! `worker.rs` (a worker), `signals.rs` (what each signal means), `program.rs` (which file
 //! workers run), `pidfile.rs`, `notify.rs` (systemd) and `logger.rs` (stdout).
 
+#[cfg(not(unix))]
+compile_error!("the netgrace binary needs Unix; elsewhere use the library without `cli`");
+
 use std::process::ExitCode;
 
 use log::info;
@@ -71,6 +74,19 @@ fn main() -> ExitCode {
     // The logger's writer thread may still hold records; exiting would lose them.
     log::logger().flush();
     code
+}
+
+/// `what: reason` with the kind kept, the OS's reason lowercased to read as one line (the library
+/// returns OS errors as they are, so that their `raw_os_error()` stays readable).
+pub(crate) fn context(what: std::fmt::Arguments<'_>, err: std::io::Error) -> std::io::Error {
+    let reason = err.to_string();
+    let mut chars = reason.chars();
+    let first = chars.next().map(|c| c.to_lowercase().to_string());
+    let rest = chars.as_str();
+    std::io::Error::new(
+        err.kind(),
+        format!("{what}: {}{rest}", first.unwrap_or_default()),
+    )
 }
 
 /// Why the process fails, on stderr: not through the logger, since -q must not hide it.

@@ -118,7 +118,9 @@ impl Master {
         };
         let listener = match inherited {
             Some(listener) => listener,
-            None => Server::bind_listener(&options.config)?,
+            None => Server::bind_listener(&options.config).map_err(|err| {
+                crate::context(format_args!("bind {}", options.config.listen), err)
+            })?,
         };
         let addr = listener.local_addr()?;
         let poll = Poll::new()?;

@@ -46,9 +46,6 @@ pub(crate) fn run(
             ExitCode::SUCCESS
         }
         Err(err) => {
-            if let Some(report) = Report::from_failed_run(&err) {
-                warn!("worker stopped by a failure: {report}");
-            }
             crate::fatal(&err);
             ExitCode::FAILURE
         }
@@ -77,7 +74,10 @@ fn serve(
     if let Err(err) = writeln!(reports, "{READY}") {
         warn!("telling the master that we serve: {err}");
     }
-    let report = server.run()?;
+    let report = server.run().map_err(|failed| {
+        warn!("worker stopped by a failure: {}", failed.report());
+        io::Error::from(failed)
+    })?;
     if let Err(err) = writeln!(reports, "{REPORT}{report}") {
         warn!("reporting to the master: {err}");
     }
