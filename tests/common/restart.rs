@@ -1,52 +1,75 @@
-//! Helpers for the restart tests: a netgrace and its successors, followed through their shared
-//! stderr, signalled and reaped by pid; and a temporary directory holding a copy of the binary
-//! that a test can replace.
+//! Helpers for the restart tests: a [`Master`] (the process the operator starts, which stays
+//! for the life of the service) followed through its log, signalled by pid, and killed and
+//! reaped with all its workers even when a test fails; and a [`TempDir`] holding a copy of the
+//! binary, or a script, at the path the master restarts from.
 //!
-//! A successor is started by its predecessor, so it is not our child: once the predecessor
-//! exits it would be reparented to init, out of reach. The test process therefore makes itself
-//! a child subreaper (prctl(2) `PR_SET_CHILD_SUBREAPER`): orphaned successors become our
-//! children, and [`Lineage`]'s drop kills and reaps every one the log has named, even when the
-//! test fails.
+//! The master outlives its workers and reaps them itself, so a test that passes only waits for
+//! its exit. For a test that fails, the master runs in a process group of its own, which its
+//! workers (and scripts started in their place) inherit: [`Master`]'s drop kills the group, and
+//! reaps them here, since this process is their child subreaper (prctl(2)
+//! `PR_SET_CHILD_SUBREAPER`) once the master is gone.
 
 use std::collections::HashMap;
 use std::fs;
-use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::Once;
-use std::time::{Duration, Instant};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use rustix::process::{Pid, Signal, WaitId, WaitIdOptions, WaitOptions};
 
-use crate::common::{self, binary, TIMEOUT};
+use crate::common::binary::{self, pids_in, Serving};
 
-/// The original netgrace (our child) and every successor its log names.
-pub struct Lineage {
-    original: Child,
-    /// The address from the original's `listening on` line; successors serve the same socket.
-    pub addr: SocketAddr,
-    /// Every process of the lineage writes to the one stderr pipe, so this closes only when the
-    /// last of them has exited.
-    lines: Receiver<String>,
-    /// Every stderr line received so far: for assertions and for failure messages.
-    pub log: Vec<String>,
-    /// Successors in the order they were started: each is the child of the one before (the
-    /// first, of the original) until that one exits, and then ours.
-    successors: Vec<u32>,
+/// A netgrace master serving on `127.0.0.1:0`, and its log.
+pub struct Master {
+    serving: Serving,
+    /// Where in the log the last restart began: lines before it belong to earlier events.
+    restarted_at: usize,
+    /// Declared after `serving`, so dropped after it: kills and reaps whatever is left.
+    group: Group,
 }
 
-/// Makes this process the reaper of its orphaned descendants. Once per process: the attribute
-/// is process-wide and every test of this file wants it.
-fn become_subreaper() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
+/// The process group the master leads, and every worker the log has named; on drop, whatever
+/// is left of them is killed and reaped.
+struct Group {
+    leader: Pid,
+    /// Workers by pid: one that left the group (setsid(2)) is not reached through it.
+    workers: Vec<u32>,
+}
+
+impl Group {
+    /// Makes this process the reaper of its orphaned descendants: a worker whose master was
+    /// killed is then ours to reap. The attribute is process-wide; setting it again is harmless.
+    #[track_caller]
+    fn prepare() {
         rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
             .expect("prctl(PR_SET_CHILD_SUBREAPER)");
-    });
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        // ESRCH when the group is already gone: the test ended everything itself.
+        let _ = rustix::process::kill_process_group(self.leader, Signal::KILL);
+        // Every child of ours in the group until none is left (ECHILD); each was just killed.
+        while let Ok(Some(_)) = rustix::process::waitpgid(self.leader, WaitOptions::empty()) {}
+        // A master that exited reaped all its workers; one killed by a failed test left them
+        // to us. Only exited ones are reaped: the pid of a worker reaped long ago may belong to
+        // another test's master by now (pid_max can be as low as 32768).
+        if !std::thread::panicking() {
+            return;
+        }
+        let ours = std::process::id();
+        for &worker in &self.workers {
+            if parent_of(worker) == Some(ours) {
+                let options = WaitIdOptions::EXITED | WaitIdOptions::NOHANG;
+                let _ = rustix::process::waitid(WaitId::Pid(pid(worker)), options);
+            }
+        }
+    }
 }
 
 /// Like [`binary::netgrace`], but runs `program` (a copy of the binary, or what replaced it).
@@ -61,246 +84,205 @@ pub fn netgrace_at(program: &Path, args: &[&str]) -> Command {
     command
 }
 
-impl Lineage {
-    /// Starts the binary with `args` and waits until it logs the address it listens on.
-    #[track_caller]
-    pub fn start(args: &[&str]) -> Lineage {
-        Lineage::spawn(binary::netgrace(args))
-    }
+/// Held while this process forks (spawning a master, and waiting until it serves: a few
+/// milliseconds) and while it writes a program file.
+///
+/// A child forked while another thread has a file open for writing holds that descriptor until
+/// it execs; exec(2) of the file fails with `ETXTBSY` meanwhile, for us or for a master
+/// restarting from it. The test threads of this file fork only through [`Master::start`].
+fn forking() -> MutexGuard<'static, ()> {
+    static FORKING: Mutex<()> = Mutex::new(());
+    // A test that failed while holding it left nothing half done.
+    FORKING.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
-    /// Spawns `command` and waits until it logs the address it listens on.
+impl Master {
+    /// Starts `command` ([`binary::netgrace`] or [`netgrace_at`]) in a process group of its
+    /// own, and waits until its first worker serves.
+    ///
+    /// A master that never serves is killed by [`Serving`]'s own drop; its workers then stop by
+    /// themselves (their control channel closes) and are reaped when this process exits.
     #[track_caller]
-    pub fn spawn(mut command: Command) -> Lineage {
-        become_subreaper();
-        command.stdout(Stdio::piped()).stderr(Stdio::inherit());
-        let mut original = spawn_retrying(&mut command);
-        let lines = binary::follow_stdout(&mut original);
-        let mut lineage = Lineage {
-            original,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            lines,
-            log: Vec::new(),
-            successors: Vec::new(),
+    pub fn start(mut command: Command) -> Master {
+        command.process_group(0);
+        Group::prepare();
+        let serving = {
+            let _forking = forking();
+            Serving::spawn(command)
         };
-        // The binary installs its signal handlers before this line, so signals are safe after it.
-        let line = lineage.wait_for("listening on ");
-        lineage.addr = binary::listening_addr(&line);
-        lineage
+        let group = Group {
+            leader: pid(serving.pid()),
+            workers: serving.workers.clone(),
+        };
+        Master {
+            restarted_at: serving.log.len(),
+            serving,
+            group,
+        }
     }
 
-    /// The original process's pid.
-    pub fn original(&self) -> u32 {
-        self.original.id()
+    /// The master's pid: the one the operator started and signals.
+    pub fn pid(&self) -> u32 {
+        self.serving.pid()
     }
 
-    /// Sends `signal` to `pid`, a process of this lineage.
+    /// The address the service listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.serving.addr
+    }
+
+    /// The first generation's workers, from the `serving:` line.
+    pub fn workers(&self) -> Vec<u32> {
+        self.serving.workers.clone()
+    }
+
+    /// Every log line received so far.
+    pub fn log(&self) -> &[String] {
+        &self.serving.log
+    }
+
+    /// A client with read and write timeouts.
     #[track_caller]
-    pub fn signal(&self, pid: u32, signal: Signal) {
-        rustix::process::kill_process(pid_of(pid), signal)
-            .unwrap_or_else(|err| panic!("kill -{signal:?} {pid}: {err}"));
+    pub fn connect(&self) -> TcpStream {
+        self.serving.connect()
     }
 
-    /// Sends SIGHUP to `pid` and returns the pid of the successor it starts.
+    /// Sends `signal` to the master (not reaped yet, so the pid is still its own).
     #[track_caller]
-    pub fn restart(&mut self, pid: u32) -> u32 {
-        self.signal(pid, Signal::HUP);
-        let line = self.wait_for("SIGHUP: restarting; successor pid ");
-        pid_after(&line, "successor pid ")
+    pub fn signal(&self, signal: Signal) {
+        rustix::process::kill_process(pid(self.pid()), signal)
+            .unwrap_or_else(|err| panic!("kill -{signal:?} {}: {err}", self.pid()));
     }
 
-    /// Waits (bounded by [`TIMEOUT`]) for a stderr line containing `needle`, and returns it.
+    /// Returns the first log line since the last [`Master::restart`] that contains `needle`,
+    /// waiting (bounded) for it if it has not arrived yet.
+    ///
+    /// Since the last restart, not only after the line waited for before: the master and its
+    /// workers write to one log, and the old worker's report may come before or after the
+    /// master's `restart complete:` line, whichever process runs first.
     #[track_caller]
     pub fn wait_for(&mut self, needle: &str) -> String {
-        match self.wait_for_within(needle, TIMEOUT) {
-            Ok(line) => line,
-            Err(err) => panic!(
-                "no log line with {needle:?}: {err:?}; stderr:\n{}",
-                self.log.join("\n")
-            ),
+        let seen = self.serving.log[self.restarted_at..]
+            .iter()
+            .find(|line| line.contains(needle));
+        match seen {
+            Some(line) => line.clone(),
+            None => self.serving.wait_for(needle),
         }
     }
 
-    /// Waits at most `within` for a stderr line containing `needle`, and returns it.
-    pub fn wait_for_within(
-        &mut self,
-        needle: &str,
-        within: Duration,
-    ) -> Result<String, RecvTimeoutError> {
-        let deadline = Instant::now() + within;
-        loop {
-            match self.next_line(deadline) {
-                Ok(line) if line.contains(needle) => return Ok(line),
-                Ok(_) => {}
-                Err(err) => return Err(err),
-            }
-        }
-    }
-
-    /// Waits for the next `shutdown complete:` line (some process of the lineage logs it last),
-    /// asserts that its report has each `(counter, value)` in `expected`, and returns all its
-    /// counters.
+    /// Sends SIGHUP and returns the new workers the master says it started.
     #[track_caller]
-    pub fn assert_next_report(&mut self, expected: &[(&str, &str)]) -> HashMap<String, String> {
-        let line = self.wait_for("shutdown complete: ");
-        let report = binary::report(std::slice::from_ref(&line));
+    pub fn restart(&mut self) -> Vec<u32> {
+        self.restarted_at = self.serving.log.len();
+        self.signal(Signal::HUP);
+        let line = self.wait_for("SIGHUP: restarting from ");
+        let new = pids_in(&line);
+        self.group.workers.extend(&new);
+        assert!(!new.is_empty(), "{line}");
+        new
+    }
+
+    /// Waits for `restart complete:` naming `new` as the serving workers; returns the old
+    /// ones it names, which hand over.
+    #[track_caller]
+    pub fn wait_for_restart_complete(&mut self, new: &[u32]) -> Vec<u32> {
+        let line = self.wait_for("restart complete: ");
+        let (serving, old) = line.split_once(';').unwrap_or((&line, ""));
+        assert_eq!(pids_in(serving), new, "{line}");
+        pids_in(old)
+    }
+
+    /// Waits for the outcome of the last restart, asserts that it failed, and returns the
+    /// master's `restart failed:` line. Fails at once if instead the restart completed.
+    #[track_caller]
+    pub fn wait_for_restart_failed(&mut self) -> String {
+        // Matches `restart failed: ` and `restart complete: `, not `SIGHUP: restarting`.
+        let line = self.wait_for("restart ");
+        assert!(
+            line.contains("restart failed: "),
+            "the restart did not fail: {line}"
+        );
+        line
+    }
+
+    /// Waits for the next worker's `worker stopped:` report, asserts that it has each
+    /// `(counter, value)` in `expected`, and returns all its counters.
+    #[track_caller]
+    pub fn wait_for_worker_report(&mut self, expected: &[(&str, &str)]) -> HashMap<String, String> {
+        let line = self.wait_for("worker stopped: ");
+        let report = counters(&line);
         for (counter, value) in expected {
             assert_eq!(
                 report.get(*counter).map(String::as_str),
                 Some(*value),
-                "{counter} in {line:?}; stderr:\n{}",
-                self.log.join("\n")
+                "{counter} in {line:?}"
             );
         }
         report
     }
 
-    /// Waits (bounded by [`TIMEOUT`]) until every process of the lineage has exited, which
-    /// closes their shared stderr; returns the whole log.
+    /// Waits for the master to log that worker `pid` exited, and returns how (`exit status:
+    /// 0`, `signal: 15 (SIGTERM)`).
     #[track_caller]
-    pub fn wait_for_all_gone(&mut self) -> Vec<String> {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            match self.next_line(deadline) {
-                Ok(_) => {}
-                Err(RecvTimeoutError::Disconnected) => return self.log.clone(),
-                Err(RecvTimeoutError::Timeout) => panic!(
-                    "some process still holds the stderr of the lineage after {TIMEOUT:?}; \
-                     stderr:\n{}",
-                    self.log.join("\n")
-                ),
-            }
-        }
+    pub fn wait_for_worker_exit(&mut self, pid: u32) -> String {
+        let line = self.wait_for(&format!("worker pid {pid} exited ("));
+        let (_, how) = line.split_once(" exited (").unwrap_or_default();
+        how.strip_suffix(')').unwrap_or(how).to_owned()
     }
 
-    /// The next stderr line, also kept in `log`, and any successor it names remembered.
-    ///
-    /// Fails the test if the line holds two log records: the processes of a lineage share one
-    /// stderr, and a logger that wrote a record in more than one write(2) would let another
-    /// process's record land inside it (`src/bin/netgrace/logger.rs`).
+    /// Asserts that the master has not exited: a supervisor waiting on the pid it started
+    /// would see nothing.
     #[track_caller]
-    fn next_line(&mut self, deadline: Instant) -> Result<String, RecvTimeoutError> {
-        let line = self
-            .lines
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))?;
-        // Remembered first: a successor named in a spliced line must still be killed on drop.
-        self.remember(&line);
-        let records = (0..line.len())
-            .filter(|&i| line.is_char_boundary(i) && is_timestamp(&line[i..]))
-            .count();
+    pub fn assert_still_running(&self) {
+        let options = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT;
+        let status = rustix::process::waitid(WaitId::Pid(pid(self.pid())), options);
         assert!(
-            records <= 1,
-            "two log records spliced into one line: {line}"
+            matches!(status, Ok(None)),
+            "the master, pid {}: {status:?}",
+            self.pid()
         );
-        Ok(line)
     }
 
-    fn remember(&mut self, line: &str) {
-        if line.contains("SIGHUP: restarting; successor pid ") {
-            self.successors.push(pid_after(line, "successor pid "));
-        }
-        self.log.push(line.to_owned());
-    }
-
-    /// Waits (bounded by [`TIMEOUT`]) for the original to exit and returns its exit code
-    /// (`None`: killed by a signal).
+    /// Sends SIGTERM, waits (bounded) until every process that shares the log has exited and
+    /// the master has exited 0 after its `shutdown complete: ... stop=graceful` line; returns
+    /// the whole log.
     #[track_caller]
-    pub fn wait_for_original_exit(&mut self) -> Option<i32> {
-        wait_until_exited(self.original());
-        self.original.wait().expect("reap the original").code()
+    pub fn stop(self) -> Vec<String> {
+        self.signal(Signal::TERM);
+        self.wait_for_exit_0()
     }
 
-    /// Waits (bounded by [`TIMEOUT`]) for `successor` to exit, reaps it and returns its exit code
-    /// (`None`: killed by a signal). Its predecessor must have exited: only then is it ours.
+    /// Like [`Master::stop`], for a master already told to stop.
     #[track_caller]
-    pub fn wait_for_successor_exit(&mut self, successor: u32) -> Option<i32> {
-        wait_until_exited(successor);
-        let (_, status) = rustix::process::waitpid(Some(pid_of(successor)), WaitOptions::empty())
-            .unwrap_or_else(|err| panic!("reap successor {successor}: {err}"))
-            .expect("waitpid without NOHANG returns a status");
-        status.exit_status()
-    }
-
-    /// A client with read and write timeouts of [`TIMEOUT`].
-    #[track_caller]
-    pub fn connect(&self) -> TcpStream {
-        common::connect(self.addr)
+    pub fn wait_for_exit_0(self) -> Vec<String> {
+        let Master { serving, group, .. } = self;
+        let log = serving.wait_for_exit_0();
+        binary::assert_report(&log, &[("stop", "graceful")]);
+        drop(group);
+        log
     }
 }
 
-impl Drop for Lineage {
-    fn drop(&mut self) {
-        // Lines not read yet may name successors the test never looked at.
-        while let Ok(line) = self.lines.try_recv() {
-            self.remember(&line);
-        }
-        // Both are no-ops once the test has reaped the original itself. Reaping it first makes
-        // its unreaped children ours, and so on down the line.
-        let _ = self.original.kill();
-        let _ = self.original.wait();
-        let ours = std::process::id();
-        for &pid in &self.successors {
-            // A successor its predecessor reaped (a failed one) is gone, and its pid may belong
-            // to another process by now: only a child of ours is certainly the one we named.
-            if parent_of(pid) != Some(ours) {
-                continue;
-            }
-            let _ = rustix::process::kill_process(pid_of(pid), Signal::KILL);
-            let _ = rustix::process::waitpid(Some(pid_of(pid)), WaitOptions::empty());
-        }
-    }
-}
-
-/// Spawns `command`, retrying while the program file is busy: a test thread that forks while
-/// another has just written a copy of the binary holds that file open for writing until its
-/// child execs, and exec(2) then fails with `ETXTBSY` for a moment.
 #[track_caller]
-fn spawn_retrying(command: &mut Command) -> Child {
-    const ATTEMPTS: u32 = 100;
-    for _ in 1..ATTEMPTS {
-        match command.spawn() {
-            Err(err) if err.kind() == io::ErrorKind::ExecutableFileBusy => {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            spawned => return spawned.expect("spawn netgrace"),
-        }
-    }
-    command.spawn().expect("spawn netgrace")
+fn pid(raw: u32) -> Pid {
+    i32::try_from(raw)
+        .ok()
+        .and_then(Pid::from_raw)
+        .unwrap_or_else(|| panic!("not a pid: {raw}"))
 }
 
-/// Waits (bounded by [`TIMEOUT`]) until `pid`, a child of ours, has exited, without reaping it
-/// (`WNOWAIT`), so its pid stays ours until the caller reaps it. The wait runs on a thread,
-/// which a timeout leaves blocked until the lineage's drop kills the process.
-#[track_caller]
-fn wait_until_exited(pid: u32) {
-    let (tx, exited) = mpsc::channel();
-    std::thread::spawn(move || {
-        let result = loop {
-            match rustix::process::waitid(
-                WaitId::Pid(pid_of(pid)),
-                WaitIdOptions::EXITED | WaitIdOptions::NOWAIT,
-            ) {
-                Err(rustix::io::Errno::INTR) => {}
-                other => break other.map(|_| ()),
-            }
-        };
-        let _ = tx.send(result);
-    });
-    match exited.recv_timeout(TIMEOUT) {
-        Ok(Ok(())) => {}
-        Ok(Err(err)) => panic!("wait for pid {pid}: {err}"),
-        Err(_) => panic!("pid {pid} did not exit within {TIMEOUT:?}"),
-    }
+/// The `name=value` counters of a report line.
+pub fn counters(line: &str) -> HashMap<String, String> {
+    line.split_whitespace()
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .collect()
 }
 
-/// Whether `text` starts with a timestamp such as `2024-01-31T12:00:00.000Z`.
-fn is_timestamp(text: &str) -> bool {
-    const SHAPE: &[u8] = b"dddd-dd-ddTdd:dd:dd.dddZ";
-    let text = text.as_bytes();
-    text.len() >= SHAPE.len()
-        && SHAPE.iter().zip(text).all(|(&shape, &byte)| match shape {
-            b'd' => byte.is_ascii_digit(),
-            _ => byte == shape,
-        })
+/// How many lines of `log` contain `needle`.
+pub fn count(log: &[String], needle: &str) -> usize {
+    log.iter().filter(|line| line.contains(needle)).count()
 }
 
 /// The parent of `pid` from `/proc/PID/stat` (`None`: no such process).
@@ -311,20 +293,11 @@ pub fn parent_of(pid: u32) -> Option<u32> {
     rest.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// The number that follows `prefix` in `line`.
+/// What `/proc/PID/exe` names.
 #[track_caller]
-fn pid_after(line: &str, prefix: &str) -> u32 {
-    line.split_once(prefix)
-        .and_then(|(_, rest)| rest.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|digits| digits.parse().ok())
-        .unwrap_or_else(|| panic!("no pid after {prefix:?} in {line:?}"))
-}
-
-fn pid_of(pid: u32) -> Pid {
-    i32::try_from(pid)
-        .ok()
-        .and_then(Pid::from_raw)
-        .unwrap_or_else(|| panic!("not a pid: {pid}"))
+pub fn exe(pid: u32) -> PathBuf {
+    fs::read_link(format!("/proc/{pid}/exe"))
+        .unwrap_or_else(|err| panic!("read /proc/{pid}/exe: {err}"))
 }
 
 /// A directory of its own under the system's temporary directory, removed on drop.
@@ -348,10 +321,11 @@ impl TempDir {
     }
 
     /// A copy of the binary in this directory, installed under `name` the way `install` does it
-    /// (written beside it, then renamed over it); returns its path.
+    /// (written beside it, then renamed over it): a new file, never the running one rewritten.
     #[track_caller]
     pub fn install_binary(&self, name: &str) -> PathBuf {
         let staged = self.0.join(format!(".{name}.new"));
+        let _forking = forking();
         fs::copy(env!("CARGO_BIN_EXE_netgrace"), &staged).expect("copy the binary");
         self.rename_into(&staged, name)
     }
@@ -361,11 +335,13 @@ impl TempDir {
     #[track_caller]
     pub fn install_script(&self, name: &str, body: &str) -> PathBuf {
         let staged = self.0.join(format!(".{name}.new"));
+        let _forking = forking();
         fs::write(&staged, format!("#!/bin/sh\n{body}\n")).expect("write the script");
         fs::set_permissions(&staged, fs::Permissions::from_mode(0o755)).expect("chmod the script");
         self.rename_into(&staged, name)
     }
 
+    #[track_caller]
     fn rename_into(&self, staged: &Path, name: &str) -> PathBuf {
         let path = self.0.join(name);
         fs::rename(staged, &path).expect("rename into place");

@@ -267,11 +267,15 @@ impl Master {
         self.listener = None;
         self.restarting = None;
         self.respawns.clear();
+        let kill_at = Instant::now() + KILL_GRACE;
         for (_, worker) in self.workers.iter_mut() {
             worker.order(worker::STOP);
-            // One still starting keeps its deadline: if it never takes the order, it is killed.
-            if let Phase::Serving { .. } = worker.phase {
-                worker.phase = Phase::Leaving { kill_at: None };
+            match worker.phase {
+                Phase::Serving { .. } => worker.phase = Phase::Leaving { kill_at: None },
+                // One still starting may not read its channel yet (or ever: a hung start), and
+                // has served nobody: SIGTERM now, SIGKILL after the grace.
+                Phase::Starting { .. } => worker.dismiss(kill_at),
+                Phase::Leaving { .. } => {}
             }
         }
     }
