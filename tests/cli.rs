@@ -93,7 +93,7 @@ fn bad_idle_timeout_exits_2_naming_option_and_value() {
     assert_usage_error(&["--idle-timeout", "-1"], &["--idle-timeout", "'-1'"]);
 }
 
-/// Issue 10: silent clients are closed after 300 s by default; `never` and `0` turn it off. The
+/// Silent clients are closed after 300 s by default; `never` and `0` turn it off. The
 /// binary says which at startup.
 #[test]
 fn idle_timeout_defaults_to_300_s_and_never_or_0_turns_it_off() {

@@ -106,11 +106,11 @@ fn without_an_idle_timeout_silent_connections_stay_open() {
     assert_eq!((report.timed_out, report.drained), (0, 1), "{report}");
 }
 
-/// Issue 10: a client that reads the idle close's EOF but never closes its end holds its slot
+/// A client that reads the idle close's EOF but never closes its end holds its slot
 /// for the idle timeout plus a grace of at most a second, not for a second idle period. With one
 /// slot, the next client is served as soon as it is freed.
 #[test]
-fn issue_10_a_lingering_idle_close_frees_its_slot_within_the_timeout_plus_a_second() {
+fn a_lingering_idle_close_frees_its_slot_within_the_timeout_plus_a_second() {
     /// Long enough that "plus a grace of 1 s" and "plus another idle period" are far apart.
     const LONG_IDLE: Duration = Duration::from_secs(3);
     /// The grace (1 s) plus room for a loaded machine; a second idle period would be 3 s.

@@ -378,14 +378,14 @@ fn spawn_streamer(stream: TcpStream, first_echo: Sender<()>) -> Receiver<u64> {
     done
 }
 
-/// Issue 10: a request that had already reached the server when shutdown began is answered, not
+/// A request that had already reached the server when shutdown began is answered, not
 /// cut off by the FIN. The client writes without reading until everything stalls: the server
 /// holds `max_buffer` of unsent echo (backpressure) and stops reading, so the client's last
 /// requests sit unread in the server's socket. After `shutdown`, the client reads: every byte
 /// that was in the server's socket comes back before EOF. Only what was still in the client's
 /// own send buffer (at most its size, kept small here) may arrive too late and be discarded.
 #[test]
-fn issue_10_input_waiting_in_the_socket_at_shutdown_is_answered() {
+fn input_waiting_in_the_socket_at_shutdown_is_answered() {
     /// The server's receive buffer: it holds about a MiB of the client's requests at the stall,
     /// far more than the slack below, so losing them cannot pass for it.
     const SERVER_RECEIVE_BUFFER: usize = 1024 * 1024;

@@ -126,7 +126,7 @@ fn raise_descriptor_limit() {
 }
 
 #[test]
-fn issue_8_a_storm_of_1000_connects_loses_no_handshake() {
+fn a_storm_of_1000_connects_loses_no_handshake() {
     raise_descriptor_limit();
     let server = Serving::start(&[]);
     let mut times = storm(server.addr, CLIENTS).expect("every client of the storm is echoed");
@@ -150,7 +150,7 @@ fn issue_8_a_storm_of_1000_connects_loses_no_handshake() {
 /// that no accept in a storm stalls while the kernel grows it (docs/hard-edges.md, "Connection
 /// storms and the listen backlog"). Without it the table starts at 64 slots and doubles.
 #[test]
-fn issue_8_the_descriptor_table_is_reserved_for_max_connections_at_startup() {
+fn the_descriptor_table_is_reserved_for_max_connections_at_startup() {
     const CONNECTIONS: u64 = 4000;
     raise_descriptor_limit();
     let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;

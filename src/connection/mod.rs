@@ -319,7 +319,7 @@ impl<S: Stream> Connection<S> {
             let offered = oldest.len();
             let written = write_until_blocked(&mut self.stream, oldest, &mut self.echoed)?;
             // The ring's head steps past what was written: no byte moves, and u8 has nothing to
-            // drop (issue_10_a_slow_reader_does_not_move_the_pending_bytes watches the addresses).
+            // drop (a_slow_reader_does_not_move_the_pending_bytes watches the addresses).
             self.pending.drain(..written);
             if written < offered {
                 // A partial write: the send buffer is full; the writable edge brings us back.

@@ -311,10 +311,10 @@ fn drain_waits_while_the_client_does_not_read() -> io::Result<()> {
     Ok(())
 }
 
-/// Issue 10: the request that waited in the socket because echo was backpressured (pending
+/// The request that waited in the socket because echo was backpressured (pending
 /// full) is answered once the client reads, before the FIN, not thrown away by the drain.
 #[test]
-fn issue_10_a_drain_answers_input_held_back_by_backpressure() -> io::Result<()> {
+fn a_drain_answers_input_held_back_by_backpressure() -> io::Result<()> {
     let mut conn = Connection::new(Script::new().data(b"01234567").data(b"request"));
     for _ in 0..4 {
         conn.stream.writes.push_back(blocked());
@@ -430,11 +430,11 @@ fn addresses(conn: &Connection<Script>) -> Vec<usize> {
         .collect()
 }
 
-/// Issue 10, item 5: a client reads 64 bytes per writable event while `pending` stays full. The
+/// A client reads 64 bytes per writable event while `pending` stays full. The
 /// bytes that stay pending across a pump may move at most as often as bytes are echoed (O(1) per
 /// byte); the old `Vec::drain(..sent)` moved 960 of them per 64 echoed, the ring moves none.
 #[test]
-fn issue_10_a_slow_reader_does_not_move_the_pending_bytes() -> io::Result<()> {
+fn a_slow_reader_does_not_move_the_pending_bytes() -> io::Result<()> {
     let (max_buffer, scratch) = (1024, &mut [0; 256]);
     let mut conn = Connection::new(Script::new().data(&[7; 64 * 1024]));
     conn.stream.writes.push_back(blocked());

@@ -283,7 +283,7 @@ mod tests {
     }
 
     #[test]
-    fn issue_8_registration_out_of_epoll_watches_pauses_accepting() -> io::Result<()> {
+    fn registration_out_of_epoll_watches_pauses_accepting() -> io::Result<()> {
         for errno in [Errno::NOSPC, Errno::NOMEM] {
             let mut reactor = reactor(Config::default())?.0;
             let now = Instant::now();

@@ -44,12 +44,12 @@ fn connect_and_accept(reactor: &mut Reactor, addr: SocketAddr) -> io::Result<(Tc
     Ok((client, key))
 }
 
-/// Issue 10: a connection queued on the ready list, then closed, then its key given to a new
+/// A connection queued on the ready list, then closed, then its key given to a new
 /// connection in the same turn, which runs out of budget too. The old entry must not be taken
 /// for the new connection: served through it, the new one would lose its own place (its
 /// `queued` flag cleared while its entry waits) and stall, or be served twice per turn.
 #[test]
-fn issue_10_a_reused_key_is_not_served_for_the_closed_connections_entry() -> io::Result<()> {
+fn a_reused_key_is_not_served_for_the_closed_connections_entry() -> io::Result<()> {
     // One connection at most, so the new connection gets the closed one's key.
     let config = Config {
         max_connections: 1,
@@ -113,11 +113,11 @@ fn a_slot_is_the_size_the_memory_bound_states() {
     assert_eq!(std::mem::size_of::<super::Slot>(), stated);
 }
 
-/// Issue 10: when the loop itself fails, the counts so far come back inside the error, the
+/// When the loop itself fails, the counts so far come back inside the error, the
 /// connections still open are closed and counted as forced, and the invariant holds. An empty
 /// event buffer makes `epoll_wait` fail with `EINVAL`, the one failure a test can cause.
 #[test]
-fn issue_10_a_failed_poll_returns_the_counts_so_far() -> io::Result<()> {
+fn a_failed_poll_returns_the_counts_so_far() -> io::Result<()> {
     let (mut reactor, addr) = reactor(Config::default())?;
     let (_client, _key) = connect_and_accept(&mut reactor, addr)?;
     let err = reactor
