@@ -194,11 +194,10 @@ fn unit_files_pass_systemd_analyze_verify() {
         .stderr(Stdio::piped());
     let output = match command.spawn() {
         Err(err) if err.kind() == io::ErrorKind::NotFound => {
-            eprintln!(
-                "SKIPPED: systemd-analyze is not installed (Debian: the systemd package), \
-                 so examples/systemd/ was not verified"
+            return common::skipped(
+                "systemd-analyze is not installed (Debian: the systemd package), so \
+                 examples/systemd/ was not verified",
             );
-            return;
         }
         spawned => {
             let child = spawned.expect("run systemd-analyze");

@@ -249,7 +249,9 @@ impl Namespaced {
         if !probe.status.success() {
             let stderr = String::from_utf8_lossy(&probe.stderr);
             if stderr.contains("Operation not permitted") {
-                println!("skipped: this kernel refuses a new PID namespace: {stderr}");
+                crate::common::skipped(&format!(
+                    "this kernel refuses a new PID namespace: {stderr}"
+                ));
                 return None;
             }
             panic!("unshare --pid --fork true: {}: {stderr}", probe.status);

@@ -284,6 +284,14 @@ pub fn spawn_flooder(stream: &TcpStream) -> Receiver<u64> {
     done
 }
 
+/// Says that the calling test cannot run on this machine, and why; the test then returns
+/// without asserting. The line, `skipped: WHY` at the start of the test's output, is what
+/// `.ci/labs` counts as a skip (`cargo test -- --show-output` shows it), so that a test that
+/// did not run never passes in silence.
+pub fn skipped(why: &str) {
+    println!("skipped: {why}");
+}
+
 /// Receives one message, bounded by [`TIMEOUT`]; a sender that is gone means its thread panicked.
 #[track_caller]
 pub fn recv<T>(rx: &Receiver<T>, what: &str) -> T {
