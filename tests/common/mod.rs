@@ -4,6 +4,7 @@
 
 #[cfg(feature = "cli")]
 pub mod binary;
+pub mod temp_dir;
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -176,6 +177,20 @@ pub fn timed_out(err: &io::Error) -> bool {
         err.kind(),
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
     )
+}
+
+/// Asserts that nothing (no data, no EOF, no reset) arrives on `stream` for `silence`; then
+/// restores its read timeout to [`TIMEOUT`].
+#[track_caller]
+pub fn assert_silent(stream: &mut TcpStream, silence: Duration) {
+    stream.set_read_timeout(Some(silence)).expect("SO_RCVTIMEO");
+    let mut byte = [0; 1];
+    match stream.read(&mut byte) {
+        // SO_RCVTIMEO expired: nothing arrived.
+        Err(err) if timed_out(&err) => {}
+        other => panic!("expected nothing within {silence:?}, got {other:?}"),
+    }
+    stream.set_read_timeout(Some(TIMEOUT)).expect("SO_RCVTIMEO");
 }
 
 /// Byte `i` of a deterministic, non-repeating-looking test stream: lets a reader check any prefix
