@@ -21,12 +21,12 @@ use std::os::unix::net::UnixStream;
 use std::process::Command;
 
 use activate::{
-    descriptors, environ, map_descriptors, own_target, pass_listen_fds, run_to_exit, spawn_in,
-    target, with_own_listen_pid,
+    descriptors, environ, map_descriptors, own_target, pass_listen_fds, run_to_exit, target,
+    with_own_listen_pid,
 };
 use common::binary::{assert_report, netgrace, netgrace_under, pids_in};
 use common::{assert_echo, assert_refused, connect, read_to_eof};
-use group::Group;
+use group::{spawn_in, Group};
 
 /// What the master logs when it serves an inherited socket instead of binding `--listen`.
 const INHERITED: &str = "(inherited at descriptor 3; --listen not used)";

@@ -7,28 +7,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::TIMEOUT;
-
 /// How long "nothing arrives" is watched for: only a bound on silence, never a wait for
 /// something to happen.
 const SILENCE: Duration = Duration::from_millis(300);
-
-/// Asserts that nothing arrives on `stream` for [`SILENCE`].
-#[track_caller]
-fn assert_silent(stream: &mut TcpStream) {
-    stream
-        .set_read_timeout(Some(SILENCE))
-        .expect("set_read_timeout");
-    let mut byte = [0; 1];
-    match stream.read(&mut byte) {
-        // SO_RCVTIMEO expired: nothing arrived.
-        Err(err) if common::timed_out(&err) => {}
-        other => panic!("expected nothing within {SILENCE:?}, got {other:?}"),
-    }
-    stream
-        .set_read_timeout(Some(TIMEOUT))
-        .expect("set_read_timeout");
-}
 
 /// The third client waits in the kernel's backlog, then is accepted with no new listener event:
 /// the one for its arrival came while the server was full.
@@ -45,7 +26,7 @@ fn client_over_the_limit_waits_until_a_connection_closes() {
     // The kernel completes the handshake from the backlog, so connecting and writing succeed.
     let mut third = server.connect();
     third.write_all(b"third\n").expect("write");
-    assert_silent(&mut third);
+    common::assert_silent(&mut third, SILENCE);
 
     drop(first);
     let mut echo = [0; 6];

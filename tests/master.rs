@@ -43,6 +43,7 @@ const ROUNDS: usize = 20;
 fn as_pid_1_of_a_pid_namespace_it_serves_across_two_restarts_and_reaps_every_child() {
     let group = Group::new();
     let Some(mut namespaced) = Namespaced::start(&group, &[]) else {
+        // It said why, in the `skipped:` line of `common::skipped`.
         return;
     };
     let master = namespaced.master;

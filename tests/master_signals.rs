@@ -19,12 +19,10 @@ use std::process::Command;
 use rustix::process::Signal;
 
 use common::binary::{assert_report, netgrace_under, run};
+use common::temp_dir::TempDir;
 use common::{assert_echo, read_to_eof};
-use group::Group;
-use master::{
-    assert_serves, is_running, lines_with, max_open_files, send, spawn_in, start_in, wait_until,
-    TempDir,
-};
+use group::{spawn_in, Group};
+use master::{assert_serves, is_running, lines_with, max_open_files, send, start_in, wait_until};
 
 /// nginx's meaning: SIGQUIT is a graceful stop, not a core dump.
 #[test]

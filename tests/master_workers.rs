@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 
 use rustix::process::Signal;
 
-use common::binary::{assert_report, pids_in, Serving};
+use common::binary::{assert_report, counters, pids_in, Serving};
 use common::{assert_echo, read_to_eof};
 use group::Group;
 use master::{
-    assert_child_of, assert_serves, count, counters, lines_with, new_generation, send, start_in,
+    assert_child_of, assert_serves, count, lines_with, new_generation, send, start_in,
     wait_for_clean_exits,
 };
 

@@ -18,15 +18,16 @@ mod notify_socket;
 
 use std::fs;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 
-use activate::{environ, spawn_in};
-use common::binary::{netgrace, Serving};
+use activate::environ;
+use common::binary::{netgrace, netgrace_at, Serving};
+use common::temp_dir::{unique_name, TempDir};
 use common::{assert_echo, recv};
-use group::Group;
-use notify_socket::{unique_name, NotifySocket};
+use group::{spawn_in, Group};
+use notify_socket::NotifySocket;
 
 /// Spawns `command` with `NOTIFY_SOCKET` naming `notify`, in a process group of its own that
 /// `group` kills and reaps at the end.
@@ -34,6 +35,35 @@ use notify_socket::{unique_name, NotifySocket};
 fn spawn_notifying(group: &Group, mut command: Command, notify: &NotifySocket) -> Serving {
     command.env("NOTIFY_SOCKET", &notify.name);
     spawn_in(group, command)
+}
+
+/// A good SIGHUP restart of `serving` (the master) as systemd hears it: `RELOADING=1`, then
+/// `READY=1` with a status that says it serves, with no word of a failure.
+#[track_caller]
+fn restart_and_hear_it_serve(serving: &mut Serving, notify: &mut NotifySocket) {
+    let master = serving.pid();
+    serving.signal("HUP");
+    notify.recv().assert_reloading_from(master);
+    serving.wait_for("restart complete: ");
+    let restarted = notify.recv();
+    let status = restarted.assert_ready_from(master);
+    assert!(
+        status.starts_with("serving") && !status.contains("fail"),
+        "{restarted:?}"
+    );
+}
+
+/// SIGTERM to `serving` (the master): `STOPPING=1`, a clean exit, and nothing more on the
+/// socket; every notification of the run came from the master.
+#[track_caller]
+fn stop_and_hear_only_the_master(serving: Serving, mut notify: NotifySocket) {
+    let master = serving.pid();
+    serving.signal("TERM");
+    notify.recv().assert_from(master, &["STOPPING=1"]);
+    serving.wait_for_exit_0();
+    // Every process has exited, so everything any of them sent is queued.
+    notify.assert_no_more();
+    notify.assert_all_from(master);
 }
 
 /// A restart as systemd sees it: `READY=1` once serving; at SIGHUP `RELOADING=1`, then
@@ -56,23 +86,10 @@ fn a_restart_says_reloading_then_ready_and_stopping_all_from_the_master() {
         assert!(told.is_empty(), "worker {worker}: {told:?}");
     }
 
-    serving.signal("HUP");
-    notify.recv().assert_reloading_from(master);
-    serving.wait_for("restart complete: ");
-    let restarted = notify.recv();
-    let status = restarted.assert_ready_from(master);
-    assert!(
-        status.starts_with("serving") && !status.contains("fail"),
-        "{restarted:?}"
-    );
+    restart_and_hear_it_serve(&mut serving, &mut notify);
     assert_echo(&mut serving.connect(), b"after the restart\n");
 
-    serving.signal("TERM");
-    notify.recv().assert_from(master, &["STOPPING=1"]);
-    serving.wait_for_exit_0();
-    // Every process has exited, so everything any of them sent is queued.
-    notify.assert_no_more();
-    notify.assert_all_from(master);
+    stop_and_hear_only_the_master(serving, notify);
 }
 
 /// A restart whose new worker exits before it serves leaves the old one serving, and systemd
@@ -82,16 +99,16 @@ fn a_restart_says_reloading_then_ready_and_stopping_all_from_the_master() {
 fn a_failed_restart_says_restart_failed_until_a_good_restart_clears_it() {
     let group = Group::new();
     let dir = TempDir::new("failed-restart");
-    let program = dir.0.join("netgrace");
+    let program = dir.path().join("netgrace");
     let built = Path::new(env!("CARGO_BIN_EXE_netgrace"));
     shell("cp \"$1\" \"$2\"", &[built, &program]);
     let mut notify = NotifySocket::bind();
-    let mut serving = spawn_notifying(&group, netgrace_at(&program), &notify);
+    let mut serving = spawn_notifying(&group, netgrace_at(&program, &[]), &notify);
     let master = serving.pid();
     assert_eq!(notify.recv().assert_ready_from(master), "serving");
 
     // Each new program file is renamed over the old name, as an upgrade installs it.
-    let failing = dir.0.join("failing");
+    let failing = dir.path().join("failing");
     let exits_3 = "printf '#!/bin/sh\\nexit 3\\n' >\"$1\" && chmod 755 \"$1\" && mv \"$1\" \"$2\"";
     shell(exits_3, &[&failing, &program]);
     serving.signal("HUP");
@@ -103,26 +120,14 @@ fn a_failed_restart_says_restart_failed_until_a_good_restart_clears_it() {
     assert!(status.starts_with("restart failed"), "{failed:?}");
     assert_echo(&mut serving.connect(), b"still served\n");
 
-    let good = dir.0.join("good");
+    let good = dir.path().join("good");
     shell(
         "cp \"$1\" \"$2\" && mv \"$2\" \"$3\"",
         &[built, &good, &program],
     );
-    serving.signal("HUP");
-    notify.recv().assert_reloading_from(master);
-    serving.wait_for("restart complete: ");
-    let restarted = notify.recv();
-    let status = restarted.assert_ready_from(master);
-    assert!(
-        status.starts_with("serving") && !status.contains("fail"),
-        "{restarted:?}"
-    );
+    restart_and_hear_it_serve(&mut serving, &mut notify);
 
-    serving.signal("TERM");
-    notify.recv().assert_from(master, &["STOPPING=1"]);
-    serving.wait_for_exit_0();
-    notify.assert_no_more();
-    notify.assert_all_from(master);
+    stop_and_hear_only_the_master(serving, notify);
 }
 
 /// sd_notify(3) allows `NOTIFY_SOCKET=@name`, a socket in the abstract namespace (unix(7)),
@@ -173,8 +178,8 @@ fn unit_files_pass_systemd_analyze_verify() {
     const EXEC_START: &str = "ExecStart=/usr/local/bin/netgrace";
     let units = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/systemd");
     let dir = TempDir::new("units");
-    let socket = dir.0.join("netgrace.socket");
-    let service = dir.0.join("netgrace.service");
+    let socket = dir.path().join("netgrace.socket");
+    let service = dir.path().join("netgrace.service");
     fs::copy(units.join("netgrace.socket"), &socket).expect("copy netgrace.socket");
     let text = fs::read_to_string(units.join("netgrace.service")).expect("read netgrace.service");
     assert_eq!(text.lines().filter(|line| *line == EXEC_START).count(), 1);
@@ -194,11 +199,10 @@ fn unit_files_pass_systemd_analyze_verify() {
         .stderr(Stdio::piped());
     let output = match command.spawn() {
         Err(err) if err.kind() == io::ErrorKind::NotFound => {
-            eprintln!(
-                "SKIPPED: systemd-analyze is not installed (Debian: the systemd package), \
-                 so examples/systemd/ was not verified"
+            return common::skipped(
+                "systemd-analyze is not installed (Debian: the systemd package), so \
+                 examples/systemd/ was not verified",
             );
-            return;
         }
         spawned => {
             let child = spawned.expect("run systemd-analyze");
@@ -220,18 +224,6 @@ fn unit_files_pass_systemd_analyze_verify() {
     assert!(about_ours.is_empty(), "systemd-analyze verify:\n{said}");
 }
 
-/// `netgrace -l 127.0.0.1:0` run from `program`, set up as `common::binary::netgrace` sets up
-/// the built binary; a restart runs `program` again.
-fn netgrace_at(program: &Path) -> Command {
-    let mut command = Command::new(program);
-    command
-        .args(["-l", "127.0.0.1:0"])
-        .env_remove("RUST_LOG")
-        .env("RUST_BACKTRACE", "1")
-        .stdin(Stdio::null());
-    command
-}
-
 /// Runs `script` with `sh -c`, `args` as `$1`, `$2`, ..., and asserts that it succeeds.
 ///
 /// For writing a program file that is then run: if this process opened it for writing, a child
@@ -246,22 +238,4 @@ fn shell(script: &str, args: &[&Path]) {
         .status()
         .expect("run sh");
     assert!(status.success(), "sh -c {script:?}: {status}");
-}
-
-/// A fresh directory under the system's temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    #[track_caller]
-    fn new(what: &str) -> TempDir {
-        let path = std::env::temp_dir().join(unique_name(what));
-        fs::create_dir(&path).expect("create temporary directory");
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
 }

@@ -16,8 +16,10 @@ use std::path::Path;
 
 use rustix::process::Signal;
 
+use common::binary::netgrace_at;
+use common::temp_dir::TempDir;
 use common::{assert_echo, binary, read_to_eof};
-use restart::{count, exe, netgrace_at, parent_of, Master, TempDir};
+use restart::{count, exe, parent_of, Master};
 use workload::{Flooded, Workload, FIRST_ECHO, LONG_LIVED, UNREAD_ECHO};
 
 /// The report counters of a worker that handed over and drained every connection cleanly.

@@ -3,21 +3,19 @@
 //! client has closed or the drain deadline has passed, whichever comes first.
 
 mod common;
+#[path = "common/stop.rs"]
+mod stop;
 
-use std::io::{self, Read, Write};
+use std::io::Write;
 use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Barrier};
+use std::sync::mpsc;
+use std::sync::Barrier;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{Counts, TIMEOUT};
 use netgrace::Report;
-
-/// A bound on "promptly": far above what a stop takes (about a millisecond), far below any
-/// drain deadline or `TIMEOUT`, so a stop that waited for one of those fails.
-const PROMPT: Duration = Duration::from_secs(1);
+use stop::{listener_with_buffers, spawn_streamer, wait_until_blocked_in_poll, PROMPT};
 
 /// The drain deadline of the tests that wait for it: long enough to tell "waited for the deadline"
 /// from "returned at once", short enough to keep the suite fast.
@@ -64,21 +62,10 @@ fn shutdown_while_idle_returns_promptly() {
 #[test]
 fn shutdown_before_run_makes_run_return_at_once_with_an_empty_report() {
     let server = common::bind(common::config());
-    let addr = server.local_addr();
     let handle = server.shutdown_handle();
     handle.shutdown();
     handle.shutdown();
-
-    let started = Instant::now();
-    let report = common::run_on_thread(server);
-    let took = started.elapsed();
-
-    assert!(
-        took < PROMPT,
-        "run took {took:?} after a request made before it"
-    );
-    common::assert_empty(&report);
-    common::assert_refused(addr);
+    stop::assert_run_returns_at_once(server);
 }
 
 #[test]
@@ -289,95 +276,6 @@ fn assert_waited_for_deadline(report: &Report, took: Duration) {
     );
 }
 
-/// Waits (bounded by `TIMEOUT`) until this process's thread named `name` sleeps in
-/// `epoll_wait`, as Linux's procfs shows it (proc(5): `/proc/[pid]/task/[tid]/stat` state `S`,
-/// `wchan` `do_epoll_wait`). Retries without sleeping: each probe is a few file reads.
-#[track_caller]
-fn wait_until_blocked_in_poll(name: &str) {
-    let deadline = Instant::now() + TIMEOUT;
-    let mut probes = 0u64;
-    while Instant::now() < deadline {
-        probes += 1;
-        if thread_blocked_in_poll(name) {
-            return;
-        }
-        thread::yield_now();
-    }
-    panic!("thread {name} not seen blocked in epoll_wait within {TIMEOUT:?} ({probes} probes)");
-}
-
-fn thread_blocked_in_poll(name: &str) -> bool {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return false;
-    };
-    tasks.flatten().any(|task| {
-        let read = |file: &str| std::fs::read_to_string(task.path().join(file)).unwrap_or_default();
-        // stat is "tid (comm) state ...": the state follows the last ')'.
-        let sleeping = read("stat")
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('S'));
-        // Kernels name the wait differently (do_epoll_wait, ep_poll); where wchan is hidden
-        // ("0" or empty), sleeping is the best evidence there is.
-        let wchan = read("wchan");
-        let in_poll = wchan.contains("ep") || wchan == "0" || wchan.is_empty();
-        read("comm").trim_end() == name && sleeping && in_poll
-    })
-}
-
-/// Streams the test pattern into `stream` from one thread and checks its echo on another, until
-/// the server's EOF; then stops writing and closes. Sends `()` on `first_echo` at the first echo,
-/// and on the returned channel the number of bytes of echo received. Panics (dropping the
-/// sender) if the echo differs from the pattern or ends in anything but a clean EOF.
-fn spawn_streamer(stream: TcpStream, first_echo: Sender<()>) -> Receiver<u64> {
-    const CHUNK_BYTES: usize = 16 * 1024;
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut writer_stream = stream.try_clone().expect("clone stream");
-    let writer_stop = Arc::clone(&stop);
-    let writer = thread::spawn(move || {
-        let mut offset = 0;
-        while !writer_stop.load(Ordering::Relaxed) {
-            // An error (broken pipe once the server is gone) only ends the writing: the reader
-            // is the one that judges how the connection ended.
-            if writer_stream
-                .write_all(&common::pattern(offset, CHUNK_BYTES))
-                .is_err()
-            {
-                break;
-            }
-            offset += CHUNK_BYTES as u64;
-        }
-    });
-
-    let (done_tx, done) = mpsc::channel();
-    thread::spawn(move || {
-        let mut stream = stream;
-        let mut first_echo = Some(first_echo);
-        let mut buf = vec![0; 64 * 1024];
-        let mut received = 0;
-        loop {
-            match stream.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    common::assert_pattern(received, &buf[..n]);
-                    received += n as u64;
-                    if let Some(tx) = first_echo.take() {
-                        let _ = tx.send(());
-                    }
-                }
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(err) => panic!("expected a clean EOF after {received} bytes, got {err}"),
-            }
-        }
-        // The server is lingering (reading and discarding), so the writer is not stuck; once it
-        // has stopped, dropping the last handle closes the client.
-        stop.store(true, Ordering::Relaxed);
-        writer.join().expect("writer panicked");
-        drop(stream);
-        let _ = done_tx.send(received);
-    });
-    done
-}
-
 /// A request that had already reached the server when shutdown began is answered, not
 /// cut off by the FIN. The client writes without reading until everything stalls: the server
 /// holds `max_buffer` of unsent echo (backpressure) and stops reading, so the client's last
@@ -394,19 +292,10 @@ fn input_waiting_in_the_socket_at_shutdown_is_answered() {
     /// drain's allowance (`max_buffer`) covers all of it.
     const MAX_BUFFER: usize = 8 * 1024 * 1024;
 
-    // Accepted sockets inherit the listener's buffer sizes.
-    let socket =
-        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    socket
-        .set_recv_buffer_size(SERVER_RECEIVE_BUFFER)
-        .expect("SO_RCVBUF");
-    socket
-        .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
-        .expect("bind");
-    socket.listen(16).expect("listen");
+    let listener = listener_with_buffers(SERVER_RECEIVE_BUFFER, None);
     let mut config = common::config();
     config.max_buffer = MAX_BUFFER;
-    let server = netgrace::Server::from_std(socket.into(), config).expect("from_std");
+    let server = netgrace::Server::from_std(listener, config).expect("from_std");
     let server = common::serve(server);
 
     let mut client = server.connect();
@@ -462,21 +351,10 @@ fn echo_queued_behind_the_fin_arrives_although_input_is_left_unread() {
     /// a millisecond of starting; this only bounds the wait for a reset that must not come.
     const RESET_WATCH: Duration = Duration::from_millis(500);
 
-    let listener =
-        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    listener
-        .set_recv_buffer_size(SERVER_BUFFER_BYTES)
-        .expect("SO_RCVBUF");
-    listener
-        .set_send_buffer_size(SERVER_BUFFER_BYTES)
-        .expect("SO_SNDBUF");
-    listener
-        .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
-        .expect("bind");
-    listener.listen(16).expect("listen");
+    let listener = listener_with_buffers(SERVER_BUFFER_BYTES, Some(SERVER_BUFFER_BYTES));
     let mut config = common::config();
     config.max_buffer = ANSWER_BYTES;
-    let server = netgrace::Server::from_std(listener.into(), config).expect("from_std");
+    let server = netgrace::Server::from_std(listener, config).expect("from_std");
 
     let client =
         socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");

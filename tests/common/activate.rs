@@ -13,7 +13,7 @@ use std::sync::mpsc;
 
 use command_fds::{CommandFdExt, FdMapping};
 
-use crate::common::binary::{netgrace_under, Serving};
+use crate::common::binary::netgrace_under;
 use crate::common::recv;
 use crate::group::Group;
 
@@ -53,16 +53,6 @@ pub fn pass_listen_fds(command: &mut Command, fds: Vec<OwnedFd>) {
         .env("LISTEN_FDS", fds.len().to_string())
         .env("LISTEN_FDNAMES", names);
     map_descriptors(command, (3..).zip(fds).collect());
-}
-
-/// Spawns `command` as [`Serving::spawn`] does, in a process group of its own, which `group`
-/// kills and reaps at the end.
-#[track_caller]
-pub fn spawn_in(group: &Group, mut command: Command) -> Serving {
-    command.process_group(0);
-    let serving = Serving::spawn(command);
-    group.adopt(serving.pid());
-    serving
 }
 
 /// How a run that ends by itself ended: its status and every line of its output (stdout and

@@ -1,6 +1,6 @@
 //! Helpers for the tests that drive the netgrace binary as a child process: a predictable
 //! command line, runs that end by themselves, a server whose log (stdout) is followed line by
-//! line, signals, and the server's `/proc/PID` figures.
+//! line, signals, and (in binary/procfs.rs) the server's `/proc/PID` figures.
 //!
 //! Every process is owned by a [`Process`] that kills and reaps it on drop, so a failing test
 //! never leaves a server behind.
@@ -8,11 +8,14 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::Instant;
 
 use super::TIMEOUT;
+
+mod procfs;
 
 /// A `netgrace` command with a predictable environment.
 ///
@@ -28,14 +31,22 @@ pub fn netgrace(args: &[&str]) -> Command {
 /// netgrace in the same process (e.g. `prlimit --nofile=32:32`), so `/proc/PID` is still netgrace's.
 pub fn netgrace_under(wrapper: &[&str], args: &[&str]) -> Command {
     let binary = env!("CARGO_BIN_EXE_netgrace");
-    let mut command = match wrapper.split_first() {
-        Some((program, wrapper_args)) => {
-            let mut command = Command::new(program);
-            command.args(wrapper_args).arg(binary);
-            command
-        }
-        None => Command::new(binary),
+    let Some((program, wrapper_args)) = wrapper.split_first() else {
+        return netgrace_at(Path::new(binary), args);
     };
+    let mut command = Command::new(program);
+    command.args(wrapper_args).arg(binary);
+    with_test_environment(command, args)
+}
+
+/// Like [`netgrace`], but runs `program`: a copy of the binary, or what replaced it.
+pub fn netgrace_at(program: &Path, args: &[&str]) -> Command {
+    with_test_environment(Command::new(program), args)
+}
+
+/// `command` with netgrace's `args`, after `-l 127.0.0.1:0`, in the environment [`netgrace`]
+/// describes.
+fn with_test_environment(mut command: Command, args: &[&str]) -> Command {
     command
         .args(["-l", "127.0.0.1:0"])
         .args(args)
@@ -314,57 +325,6 @@ impl Serving {
         assert!(status.success(), "{status}; log:\n{}", log.join("\n"));
         log
     }
-
-    /// A file of the (first) worker's `/proc/PID` directory.
-    fn proc_path(&self, file: &str) -> String {
-        format!("/proc/{}/{file}", self.workers[0])
-    }
-
-    /// Descriptors the server holds now (entries of `/proc/PID/fd`).
-    pub fn descriptors(&self) -> usize {
-        std::fs::read_dir(self.proc_path("fd"))
-            .expect("read /proc/PID/fd")
-            .count()
-    }
-
-    /// The server's resident set now, in KiB (`VmRSS` in `/proc/PID/status`).
-    pub fn rss_kib(&self) -> u64 {
-        self.status_number("VmRSS")
-    }
-
-    /// Slots in the server's descriptor table now (`FDSize` in `/proc/PID/status`): how many
-    /// descriptors it can hold before the kernel must grow the table.
-    pub fn descriptor_table_size(&self) -> u64 {
-        self.status_number("FDSize")
-    }
-
-    /// The number in a `/proc/PID/status` line such as `VmRSS:     1234 kB` or `FDSize: 64`.
-    #[track_caller]
-    fn status_number(&self, field: &str) -> u64 {
-        let status =
-            std::fs::read_to_string(self.proc_path("status")).expect("read /proc/PID/status");
-        let line = status
-            .lines()
-            .find(|line| {
-                line.strip_prefix(field)
-                    .is_some_and(|rest| rest.starts_with(':'))
-            })
-            .unwrap_or_else(|| panic!("no {field} in /proc/PID/status:\n{status}"));
-        line.split_whitespace()
-            .nth(1)
-            .and_then(|number| number.parse().ok())
-            .unwrap_or_else(|| panic!("{field} line: {line:?}"))
-    }
-
-    /// User plus system CPU time of the server so far, in clock ticks (`/proc/PID/stat`).
-    pub fn cpu_ticks(&self) -> u64 {
-        let stat = std::fs::read_to_string(self.proc_path("stat")).expect("read /proc/PID/stat");
-        // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-        let after_name = &stat[stat.rfind(')').expect("stat format") + 2..];
-        let fields: Vec<&str> = after_name.split(' ').collect();
-        let ticks = |i: usize| fields[i].parse::<u64>().expect("tick count");
-        ticks(11) + ticks(12)
-    }
 }
 
 /// The counters of the `shutdown complete:` line, which must be the last line of `log`.
@@ -377,8 +337,12 @@ pub fn report(log: &[String]) -> HashMap<String, String> {
             log.join("\n")
         );
     };
-    counters
-        .split_whitespace()
+    self::counters(counters)
+}
+
+/// The `name=value` counters of a log line: a report, or a `worker stopped:` line.
+pub fn counters(line: &str) -> HashMap<String, String> {
+    line.split_whitespace()
         .filter_map(|pair| pair.split_once('='))
         .map(|(key, value)| (key.to_owned(), value.to_owned()))
         .collect()

@@ -3,7 +3,12 @@
 //! process is a child subreaper, so whatever is left of the group at the end is ours to kill and
 //! reap, even when the test failed.
 
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
 use rustix::process::{Pid, Signal, WaitOptions};
+
+use crate::common::binary::Serving;
 
 /// The process group of a master started with `process_group(0)`: the master and every worker
 /// it starts (they inherit the group). Dropped after the master's own handle (declare it
@@ -33,6 +38,17 @@ impl Group {
         self.leader
             .set(Some(pid.unwrap_or_else(|| panic!("pid {leader}"))));
     }
+}
+
+/// Spawns `command` as [`Serving::spawn`] does, leading a process group of its own that `group`
+/// adopts, kills and reaps at the end. Declare `group` before the returned [`Serving`], so that
+/// it is dropped after it.
+#[track_caller]
+pub fn spawn_in(group: &Group, mut command: Command) -> Serving {
+    command.process_group(0);
+    let serving = Serving::spawn(command);
+    group.adopt(serving.pid());
+    serving
 }
 
 impl Drop for Group {

@@ -1,7 +1,7 @@
 //! Helpers for the tests of the master process (tests/master.rs, master_workers.rs,
 //! master_signals.rs): a netgrace in a process group of its own, or as PID 1 of a new PID
-//! namespace; what `/proc` says about a process and its children; the pids and counters of the
-//! master's log lines; and a temporary directory.
+//! namespace; what `/proc` says about a process and its children; and the pids and counters of
+//! the master's log lines.
 //!
 //! Every netgrace runs in its own process group, which a [`Group`] kills and reaps at the end:
 //! a master killed by a failing test leaves its workers behind, and a binary without a master
@@ -13,17 +13,14 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, Signal};
 
 use crate::common::binary::{netgrace, netgrace_under, pids_in, Serving};
 use crate::common::{assert_echo, connect, TIMEOUT};
-use crate::group::Group;
+use crate::group::{spawn_in, Group};
 
 /// How often a condition on `/proc` is checked while a test waits for it: no log line tells
 /// when a pid file is written or a zombie is reaped.
@@ -34,16 +31,6 @@ const POLL_INTERVAL: Duration = Duration::from_millis(10);
 #[track_caller]
 pub fn start_in(group: &Group, args: &[&str]) -> Serving {
     spawn_in(group, netgrace(args))
-}
-
-/// [`Serving::spawn`], with `command` leading a process group of its own that `group` adopts.
-/// Declare `group` before the returned [`Serving`], so that it is dropped after it.
-#[track_caller]
-pub fn spawn_in(group: &Group, mut command: Command) -> Serving {
-    command.process_group(0);
-    let serving = Serving::spawn(command);
-    group.adopt(serving.pid());
-    serving
 }
 
 /// Sends `signal` to the process `raw`.
@@ -166,14 +153,6 @@ pub fn new_generation(line: &str) -> Vec<u32> {
     pids_in(line.split(';').next().unwrap_or_default())
 }
 
-/// The `name=value` counters of a `worker stopped:` or `shutdown complete:` line.
-pub fn counters(line: &str) -> HashMap<String, String> {
-    line.split_whitespace()
-        .filter_map(|pair| pair.split_once('='))
-        .map(|(key, value)| (key.to_owned(), value.to_owned()))
-        .collect()
-}
-
 /// The counter `name` of a `counters` map, as a number.
 #[track_caller]
 pub fn count(counters: &HashMap<String, String>, name: &str) -> u64 {
@@ -249,7 +228,9 @@ impl Namespaced {
         if !probe.status.success() {
             let stderr = String::from_utf8_lossy(&probe.stderr);
             if stderr.contains("Operation not permitted") {
-                println!("skipped: this kernel refuses a new PID namespace: {stderr}");
+                crate::common::skipped(&format!(
+                    "this kernel refuses a new PID namespace: {stderr}"
+                ));
                 return None;
             }
             panic!("unshare --pid --fork true: {}: {stderr}", probe.status);
@@ -291,33 +272,5 @@ impl Drop for Namespaced {
             // ESRCH if it has just exited: nothing left to kill.
             let _ = rustix::process::kill_process(pid(master), Signal::KILL);
         }
-    }
-}
-
-/// A directory of our own under the system's temporary directory, removed on drop.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    #[track_caller]
-    pub fn new(name: &str) -> TempDir {
-        static SEQUENCE: AtomicUsize = AtomicUsize::new(0);
-        let unique = format!(
-            "netgrace-test-{name}-{}-{}",
-            std::process::id(),
-            SEQUENCE.fetch_add(1, Ordering::Relaxed)
-        );
-        let path = std::env::temp_dir().join(unique);
-        fs::create_dir(&path).expect("create a temporary directory");
-        TempDir(path)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
     }
 }

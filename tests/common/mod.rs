@@ -4,6 +4,7 @@
 
 #[cfg(feature = "cli")]
 pub mod binary;
+pub mod temp_dir;
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -178,6 +179,20 @@ pub fn timed_out(err: &io::Error) -> bool {
     )
 }
 
+/// Asserts that nothing (no data, no EOF, no reset) arrives on `stream` for `silence`; then
+/// restores its read timeout to [`TIMEOUT`].
+#[track_caller]
+pub fn assert_silent(stream: &mut TcpStream, silence: Duration) {
+    stream.set_read_timeout(Some(silence)).expect("SO_RCVTIMEO");
+    let mut byte = [0; 1];
+    match stream.read(&mut byte) {
+        // SO_RCVTIMEO expired: nothing arrived.
+        Err(err) if timed_out(&err) => {}
+        other => panic!("expected nothing within {silence:?}, got {other:?}"),
+    }
+    stream.set_read_timeout(Some(TIMEOUT)).expect("SO_RCVTIMEO");
+}
+
 /// Byte `i` of a deterministic, non-repeating-looking test stream: lets a reader check any prefix
 /// without keeping a copy of what was sent.
 pub fn pattern_byte(i: u64) -> u8 {
@@ -282,6 +297,14 @@ pub fn spawn_flooder(stream: &TcpStream) -> Receiver<u64> {
         let _ = tx.send(written);
     });
     done
+}
+
+/// Says that the calling test cannot run on this machine, and why; the test then returns
+/// without asserting. The line, `skipped: WHY` at the start of the test's output, is what
+/// `.ci/labs` counts as a skip (`cargo test -- --show-output` shows it), so that a test that
+/// did not run never passes in silence.
+pub fn skipped(why: &str) {
+    println!("skipped: {why}");
 }
 
 /// Receives one message, bounded by [`TIMEOUT`]; a sender that is gone means its thread panicked.

@@ -8,18 +8,11 @@ use std::mem::MaybeUninit;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
 
+use crate::common::temp_dir::unique_name;
 use crate::common::TIMEOUT;
-
-/// A name no other test, in this process or another, uses at the same time.
-pub fn unique_name(what: &str) -> String {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    format!("netgrace-{what}-{}-{n}", std::process::id())
-}
 
 /// One datagram: who sent it, and its `KEY=VALUE` lines.
 #[derive(Debug, Clone)]

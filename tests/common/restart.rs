@@ -15,13 +15,13 @@ use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::Command;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use rustix::process::{Pid, Signal, WaitId, WaitIdOptions, WaitOptions};
 
-use crate::common::binary::{self, pids_in, Serving};
+use crate::common::binary::{self, counters, pids_in, Serving};
+use crate::common::temp_dir::TempDir;
 
 /// A netgrace master serving on `127.0.0.1:0`, and its log.
 pub struct Master {
@@ -72,18 +72,6 @@ impl Drop for Group {
     }
 }
 
-/// Like [`binary::netgrace`], but runs `program` (a copy of the binary, or what replaced it).
-pub fn netgrace_at(program: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new(program);
-    command
-        .args(["-l", "127.0.0.1:0"])
-        .args(args)
-        .env_remove("RUST_LOG")
-        .env("RUST_BACKTRACE", "1")
-        .stdin(Stdio::null());
-    command
-}
-
 /// Held while this process forks (spawning a master, and waiting until it serves: a few
 /// milliseconds) and while it writes a program file.
 ///
@@ -97,7 +85,7 @@ fn forking() -> MutexGuard<'static, ()> {
 }
 
 impl Master {
-    /// Starts `command` ([`binary::netgrace`] or [`netgrace_at`]) in a process group of its
+    /// Starts `command` ([`binary::netgrace`] or [`binary::netgrace_at`]) in a process group of its
     /// own, and waits until its first worker serves.
     ///
     /// A master that never serves is killed by [`Serving`]'s own drop; its workers then stop by
@@ -272,14 +260,6 @@ fn pid(raw: u32) -> Pid {
         .unwrap_or_else(|| panic!("not a pid: {raw}"))
 }
 
-/// The `name=value` counters of a report line.
-pub fn counters(line: &str) -> HashMap<String, String> {
-    line.split_whitespace()
-        .filter_map(|pair| pair.split_once('='))
-        .map(|(key, value)| (key.to_owned(), value.to_owned()))
-        .collect()
-}
-
 /// How many lines of `log` contain `needle`.
 pub fn count(log: &[String], needle: &str) -> usize {
     log.iter().filter(|line| line.contains(needle)).count()
@@ -300,31 +280,14 @@ pub fn exe(pid: u32) -> PathBuf {
         .unwrap_or_else(|err| panic!("read /proc/{pid}/exe: {err}"))
 }
 
-/// A directory of its own under the system's temporary directory, removed on drop.
-pub struct TempDir(PathBuf);
-
+/// Program files installed in a [`TempDir`] as an upgrade installs them; under the lock of
+/// [`forking`], so that no child forked meanwhile holds one open for writing.
 impl TempDir {
-    /// A new empty directory whose name holds `name`, this process's pid and a counter.
-    #[track_caller]
-    pub fn new(name: &str) -> TempDir {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let unique = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path =
-            std::env::temp_dir().join(format!("netgrace-{name}-{}-{unique}", std::process::id()));
-        fs::create_dir(&path).unwrap_or_else(|err| panic!("create {}: {err}", path.display()));
-        TempDir(path)
-    }
-
-    /// The directory.
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-
     /// A copy of the binary in this directory, installed under `name` the way `install` does it
     /// (written beside it, then renamed over it): a new file, never the running one rewritten.
     #[track_caller]
     pub fn install_binary(&self, name: &str) -> PathBuf {
-        let staged = self.0.join(format!(".{name}.new"));
+        let staged = self.path().join(format!(".{name}.new"));
         let _forking = forking();
         fs::copy(env!("CARGO_BIN_EXE_netgrace"), &staged).expect("copy the binary");
         self.rename_into(&staged, name)
@@ -334,7 +297,7 @@ impl TempDir {
     /// it); returns its path.
     #[track_caller]
     pub fn install_script(&self, name: &str, body: &str) -> PathBuf {
-        let staged = self.0.join(format!(".{name}.new"));
+        let staged = self.path().join(format!(".{name}.new"));
         let _forking = forking();
         fs::write(&staged, format!("#!/bin/sh\n{body}\n")).expect("write the script");
         fs::set_permissions(&staged, fs::Permissions::from_mode(0o755)).expect("chmod the script");
@@ -343,15 +306,8 @@ impl TempDir {
 
     #[track_caller]
     fn rename_into(&self, staged: &Path, name: &str) -> PathBuf {
-        let path = self.0.join(name);
+        let path = self.path().join(name);
         fs::rename(staged, &path).expect("rename into place");
         path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        // A leftover directory in the temporary directory is harmless; failing the test for it is not.
-        let _ = fs::remove_dir_all(&self.0);
     }
 }
