@@ -1,14 +1,11 @@
-//! Idle connections: per server, pingpong × 10 alone, then 10 000 idle connections (memory each),
-//! pingpong × 10 beside them, then SIGTERM with the 10 000 still open: the time until the server
-//! is reaped, and how many clients saw a clean EOF.
+//! Idle connections: pingpong × 10 alone, 10 000 idle connections (memory), pingpong × 10 beside
+//! them, then SIGTERM with them open: the time until the server is reaped, and the clean EOFs.
 
-use std::io;
-use std::time::Duration;
+use std::{io, time::Duration};
 
 use crate::common::load::{timed, Load, Shape};
-use crate::common::log;
 use crate::common::process::{self, Exit, Plan, ServerProcess};
-use crate::common::table::{Better, Table};
+use crate::common::{log, table::Better, table::Table};
 
 const IDLE: usize = 10_000;
 const ACTIVE: Shape = Shape::pingpong(10);

@@ -1,10 +1,8 @@
-//! Pingpong and stream: each load on a fresh server, a warm-up, then a timed window that starts
-//! and ends with nothing in flight, so the server's CPU readings at its edges count exactly its
-//! messages. Also the `pingpong` and `stream` modes, against any echo server.
+//! Pingpong and stream, each on a fresh server: a warm-up, then a window that starts and ends
+//! with nothing in flight, so the CPU readings count exactly its messages. Also the `pingpong`
+//! and `stream` modes, against any echo server.
 
-use std::io;
-use std::net::SocketAddr;
-use std::time::Duration;
+use std::{io, net::SocketAddr, time::Duration};
 
 use crate::common::load::{timed, Load, Shape, Stop};
 use crate::common::process::{self, Plan, ServerProcess};

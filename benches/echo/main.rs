@@ -16,11 +16,8 @@ mod syscalls;
 mod targets;
 mod workers;
 
-use std::io;
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::{Duration, Instant};
+use std::{io, net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use lexopt::prelude::*;
 

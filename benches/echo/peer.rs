@@ -1,10 +1,6 @@
-//! The peer: a tokio echo server written the way users write one (a task per connection, an
-//! 8 KiB buffer, read then `write_all`), in tokio's two flavours; `compare` starts it as a child
-//! process, which logs `listening on ADDR` like netgrace. On SIGTERM or SIGINT it stops as such
-//! servers usually do: `main` returns, the runtime drops every task, and the kernel closes each
-//! socket, with no drain in user space: the cheapest stop there is. The multi-thread flavour
-//! sizes its pool by `available_parallelism`, which honours CPU affinity: pinned to one core, it
-//! runs one worker.
+//! The peer: a tokio echo server as users write one (a task per connection, an 8 KiB buffer, read
+//! then `write_all`), in both flavours (multi-thread sizes its pool by the CPU affinity). On
+//! SIGTERM `main` returns and the kernel closes each socket: no drain, the cheapest stop there is.
 
 use std::{io, net::SocketAddr};
 

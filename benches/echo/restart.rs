@@ -11,9 +11,8 @@ use crate::common::cycles::{Cycle, Cycles, Outcome::Echoed};
 use crate::common::process::{self, Kind, Plan, ServerProcess};
 use crate::common::table::{median, Better, Table};
 
-/// Restarts per drive, one a second, under client threads (cycles in flight). Judgment call:
-/// more than one thread, so a restart always meets some cycles, few enough that the one load
-/// core is not mostly switching.
+/// Restarts per drive, one a second, under client threads. Judgment call: enough threads that a
+/// restart always meets some cycles, few enough that the one load core is not mostly switching.
 const RESTARTS: u32 = 10;
 const THREADS: usize = 4;
 const INTERVAL: Duration = Duration::from_secs(1);
@@ -71,9 +70,8 @@ pub fn measure(table: &mut Table, plan: &Plan) -> io::Result<()> {
     Ok(())
 }
 
-/// One drive against a fresh netgrace pinned to core 0: `THREADS` client threads for
-/// `RESTARTS` intervals, with `restarts` SIGHUPs half an interval in and then every interval
-/// (steady state before the first and after the last); windows count from its start.
+/// One drive against a fresh netgrace: `THREADS` clients for `RESTARTS` intervals, `restarts`
+/// SIGHUPs from half an interval in (steady state before the first and after the last).
 fn drive(restarts: u32) -> io::Result<Drive> {
     let mut server = ServerProcess::start(Kind::Netgrace, process::pinned(), &[])?;
     let epoch = Instant::now();
@@ -96,8 +94,7 @@ fn drive(restarts: u32) -> io::Result<Drive> {
     Ok((cycles, windows, phases))
 }
 
-/// Latencies of the echoed cycles, sorted: those within `margin` of a window (`near`), or the
-/// others.
+/// Sorted latencies of the echoed cycles within `margin` of a window (`near`), or the others.
 fn latencies(cycles: &[Cycle], windows: &[Window], margin: Duration, near: bool) -> Vec<Duration> {
     let overlaps = |c: &Cycle, [s, e]: &Window| c.start <= *e + margin && c.end + margin >= *s;
     let echoed = cycles.iter().filter(|c| c.outcome == Echoed);

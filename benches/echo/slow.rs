@@ -3,12 +3,10 @@
 //! what a writable event frees (the 1 MiB variant), netgrace's pending echo stays full and each
 //! flush is partial; at the default 64 KiB each flush empties it.
 
-use std::io;
-use std::time::Duration;
+use std::{io, time::Duration};
 
-use crate::common::process::{self, Plan, ServerProcess};
-use crate::common::readers::SlowReaders;
 use crate::common::table::{cpu_per_mb, throughput, Better, Table};
+use crate::common::{process, process::Plan, process::ServerProcess, readers::SlowReaders};
 
 /// Fills the buffers between each client and the server before the timed window.
 const WARMUP: Duration = Duration::from_millis(500);

@@ -9,8 +9,7 @@ use std::{net::TcpListener, time::Duration, time::Instant};
 
 use crate::common::cycles::{Cycles, Outcome::Echoed};
 use crate::common::load::{Load, Shape, Stop, HELLO};
-use crate::common::process::{Exit, Kind, ServerProcess};
-use crate::common::readers::SlowReaders;
+use crate::common::{process::Exit, process::Kind, process::ServerProcess, readers::SlowReaders};
 
 /// A check: its name, and what it runs: whether it passed, and a line of figures.
 type Check = (&'static str, fn() -> io::Result<(bool, String)>);

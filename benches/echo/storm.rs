@@ -3,13 +3,11 @@
 //! (or the handshake's last ACK) and the client retries after 1 s (RFC 6298 §2.1): every drop
 //! shows as a client slower than `SLOW`.
 
-use std::io;
-use std::time::{Duration, Instant};
+use std::{io, time::Duration, time::Instant};
 
 use crate::common::load::{Load, Stop};
 use crate::common::process::{self, Plan, ServerProcess};
-use crate::common::procfs::tcp_counter;
-use crate::common::table::{Better, Table};
+use crate::common::{procfs::tcp_counter, table::Better, table::Table};
 
 /// The bursts and netgrace's flags: 1 000 fits the defaults; 10 000 asks for a deeper backlog,
 /// which the kernel silently caps at `net.core.somaxconn` (4 096 here).

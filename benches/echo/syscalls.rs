@@ -1,13 +1,11 @@
-//! System calls per message in pingpong × 50, counted on the serving processes by `perf stat`
-//! (`common/syscalls.rs`). The `epoll_wait` share is one over the events each wait returns, so
-//! it depends on how busy the server is: the median over rounds tells more than one count.
+//! System calls per message in pingpong × 50, on the serving processes. The `epoll_wait` share
+//! (one over the events a wait returns) depends on how busy the server is: see the median.
 
 use std::io;
 
 use crate::common::load::{Load, Shape, Stop, WARMUP};
 use crate::common::process::{self, Plan, ServerProcess};
-use crate::common::syscalls::{self, Tracer};
-use crate::common::table::{Better, Table};
+use crate::common::{syscalls, syscalls::Tracer, table::Better, table::Table};
 
 const COUNTED_MESSAGES: u64 = 20_000;
 pub const SYSCALLS: &str = "syscalls per message (pingpong 64 B × 50)";

@@ -9,9 +9,8 @@ use std::{io, net::SocketAddr, time::Instant};
 use crate::common::cycles::{self, Outcome};
 use crate::common::load::{timed, Shape};
 use crate::common::process::{Kind, Plan, ServerProcess};
-use crate::common::procfs;
-use crate::common::syscalls::{self, Tracer};
 use crate::common::table::{cpu_per_message, rate, Better, Table};
+use crate::common::{procfs, syscalls, syscalls::Tracer};
 
 /// Judgment call: enough to drown the wake-ups of start and stop, well under a second.
 const CONNECTS: usize = 1_000;

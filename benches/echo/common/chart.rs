@@ -1,6 +1,5 @@
-//! The SVG chart, drawn with plotters (its SVG backend only): per metric, netgrace's advantage
-//! over tokio-ct (dark) and tokio-mt (light) on one log scale, where right of 1× is better for
-//! netgrace whichever way the metric improves; a black tick marks a ratio target.
+//! The SVG chart (plotters): per metric, netgrace's advantage over tokio-ct (dark) and tokio-mt
+//! (light) on a log scale, right of 1× better for netgrace; a black tick marks a ratio target.
 
 use std::{io, path::Path};
 

@@ -5,10 +5,8 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::sync::{atomic::AtomicBool, atomic::Ordering::Relaxed, Arc};
+use std::{thread::JoinHandle, time::Duration, time::Instant};
 
 use socket2::{Domain, Socket, Type};
 

@@ -2,10 +2,8 @@
 //! bytes in flight, every echoed byte checked. A message is one `write`, done when its last byte
 //! is back. The same engine holds idle connections and drives a connection storm.
 
-use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::{collections::VecDeque, net::SocketAddr, time::Duration, time::Instant};
 
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;

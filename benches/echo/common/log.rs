@@ -3,10 +3,8 @@
 //! it onto a channel, each line with its instant, so the server never blocks on a full pipe.
 
 use std::io::{self, BufRead, BufReader, PipeReader};
-use std::net::SocketAddr;
-use std::process::Command;
 use std::sync::mpsc::{self, Receiver};
-use std::time::{Duration, Instant};
+use std::{net::SocketAddr, process::Command, time::Duration, time::Instant};
 
 /// The lines of one server's log, as they arrive; the last ones read, for error messages.
 pub struct Log {

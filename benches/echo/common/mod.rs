@@ -1,9 +1,5 @@
-//! What the scenarios share; nothing here imports a scenario. `load.rs`: the engine (C
-//! connections, P messages of S bytes in flight, every byte checked), which also holds idle
-//! connections and drives a connection storm; `readers.rs`: clients that read slowly;
-//! `cycles.rs`: threads that connect, echo and close. `process.rs`: a server as a child process;
-//! `log.rs`: its log; `procfs.rs`: `/proc` figures; `syscalls.rs`: `perf stat`. `table.rs`:
-//! samples, medians, the markdown table; `chart.rs`: the SVG chart.
+//! What the scenarios share (nothing here imports one): clients (`load`, `readers`, `cycles`),
+//! servers (`process`, `log`, `procfs`, `syscalls`), results (`table`, `chart`).
 
 pub mod chart;
 pub mod cycles;

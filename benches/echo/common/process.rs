@@ -3,11 +3,8 @@
 //! master's `serving: 1 worker: pid W` line), signals go to the master. The server runs under
 //! `taskset -c 0` (its workers inherit it), the load generator on core 1.
 
-use std::io;
-use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::{io, net::SocketAddr, thread::JoinHandle, time::Duration, time::Instant};
 
 use rustix::io::fcntl_dupfd_cloexec;
 use rustix::process::{getrlimit, kill_process, setrlimit, Pid, Resource, Rlimit, Signal};
@@ -23,7 +20,6 @@ const LOAD_CPU: usize = 1;
 /// netgrace's flags where a scenario sets none: room for 10 000 idle connections and more.
 pub const NETGRACE_FLAGS: &[&str] = &["--max-connections", "12000"];
 
-/// The servers under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Netgrace,
@@ -135,8 +131,7 @@ impl ServerProcess {
         let (at, line) = log.wait_for(|l| said.iter().any(|s| l.contains(s)), START_TIMEOUT)?;
         let (serving, mut failure) = (at - signalled, None);
         if line.contains(said[0]) {
-            // "restart complete: 1 worker: pid N; old workers hand over and drain: pids A", then
-            // "worker pid A exited (exit status: 0)" for each old one.
+            // "restart complete: ...: pid N; ... drain: pids A", then "worker pid A exited (...)".
             let old = log::pids_after(&line, "drain: ");
             self.workers = log::pids_after(&line, said[0]);
             for _ in &old {
@@ -158,8 +153,8 @@ impl ServerProcess {
         })
     }
 
-    /// Sends SIGTERM; returns when, and a thread that waits for the exit on the server's core,
-    /// free once the server exits, so that it wakes at once even while the load's core is busy.
+    /// Sends SIGTERM; returns when, and a thread that waits for the exit on the server's core (free
+    /// once the server exits, so it wakes at once).
     pub fn terminate(mut self) -> io::Result<(Instant, JoinHandle<io::Result<Exit>>)> {
         let mut child = self.child.take().ok_or(io::ErrorKind::NotFound)?;
         let (pid, log) = (child.id(), self.log.take());
@@ -197,7 +192,7 @@ impl Exit {
     }
 }
 
-/// The netgrace binary: `NETGRACE_BIN` (another build, for a before/after figure), or Cargo's.
+/// `NETGRACE_BIN` (another build, for a before/after figure), or Cargo's netgrace.
 pub fn netgrace_bin() -> String {
     std::env::var("NETGRACE_BIN").unwrap_or(env!("CARGO_BIN_EXE_netgrace").into())
 }
@@ -230,7 +225,6 @@ impl Plan {
     }
 }
 
-/// Sends `signal` to process `pid`.
 pub fn signal(pid: u32, signal: Signal) -> io::Result<()> {
     let pid = i32::try_from(pid).ok().and_then(Pid::from_raw);
     let pid = pid.ok_or(io::ErrorKind::InvalidInput)?;
@@ -261,9 +255,8 @@ pub fn prepare_load(pin: bool) -> io::Result<()> {
     }
 }
 
-/// Grows this process's descriptor table to `fds` before a storm: each time it doubles in a
-/// process of several threads the kernel waits for an RCU grace period (`expand_fdtable` in
-/// fs/file.c), milliseconds that would fall on a run's first burst only.
+/// Grows our descriptor table to `fds` before a storm: each doubling in a process of several
+/// threads waits for an RCU grace period (`expand_fdtable`), which would slow the first burst.
 pub fn grow_descriptor_table(fds: usize) -> io::Result<()> {
     let lowest = i32::try_from(fds).map_err(|_| io::ErrorKind::InvalidInput)?;
     // A copy of stderr on the lowest free descriptor >= `lowest`, closed again at once.

@@ -1,9 +1,7 @@
-//! Slow readers: clients that write without pause but read their echo only a little at a time,
-//! paced from one thread by a sleep per tick. Every echoed byte is checked.
+//! Slow readers: clients that write without pause and read a little per tick, every byte checked.
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::{net::SocketAddr, net::TcpStream, time::Duration, time::Instant};
 
 use socket2::{Domain, Socket, Type};
 

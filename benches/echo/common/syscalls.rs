@@ -1,7 +1,6 @@
-//! System calls of a server's processes, counted by `perf stat` on the syscall tracepoints
-//! between attach and finish: the kernel counts each entry and the server runs at full speed
-//! (`strace -c` would stop it at every call, and so under-count the `epoll_wait` share). Install
-//! it with `apt-get install -y linux-perf` (Debian); without it these figures are skipped.
+//! System calls of a server's processes, counted by `perf stat` on the syscall tracepoints: the
+//! server runs at full speed (`strace -c` would stop it at every call and so under-count the
+//! `epoll_wait` share). `apt-get install -y linux-perf`; without it these figures are skipped.
 
 use std::process::{Child, Command, Stdio};
 use std::{io, path::PathBuf, time::Duration};

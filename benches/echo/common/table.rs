@@ -11,7 +11,6 @@ pub enum Better {
     Lower,
 }
 
-/// The labels of the load rows.
 pub fn rate(scenario: &str) -> String {
     format!("{scenario}: messages/s")
 }
