@@ -80,7 +80,9 @@ fn storm() -> io::Result<(bool, String)> {
     let mut load = Load::burst(server.addr, 200)?;
     let echoed = load.drive(Stop::Messages(0))?.messages;
     let (failed, first) = load.failures();
-    let line = format!("{echoed} echoed, {failed} failed {first}");
+    let line = format!("{echoed} echoed, {failed} failed {first}")
+        .trim_end()
+        .to_string();
     drop(load);
     server.stop()?;
     Ok((failed == 0 && echoed == 200, line))

@@ -59,30 +59,27 @@ fn targets() -> Vec<(&'static str, String, Check, f64)> {
 
 /// The targets as a markdown table: met, NOT MET, or not measured in this run.
 pub fn report(table: &Table) -> String {
-    let mut out =
-        String::from("| target | bound | netgrace in this run | verdict |\n|---|---|---|---|\n");
+    let mut out = String::from("| target | bound | in this run | verdict |\n|---|---|---|---|\n");
     for (name, row, check, bound) in targets() {
         let median = |kind| table.median(&row, kind).map_or("–".into(), number);
-        let (value, shown, bound_text) = match check {
-            AtMost | AtLeast => (table.median(&row, Netgrace), median(Netgrace), ""),
-            EveryRoundAtMost => (
-                table.worst(&row, Netgrace),
-                "worst round".into(),
-                " in every round",
-            ),
+        let (value, note, unit) = match check {
+            AtMost | AtLeast => (table.median(&row, Netgrace), String::new(), ""),
+            EveryRoundAtMost => (table.worst(&row, Netgrace), " worst".into(), " every round"),
             RatioAtMost | RatioAtLeast => {
-                let shown = format!("{} against {}", median(Netgrace), median(TokioCt));
-                (table.ratio(&row, Netgrace, TokioCt), shown, "× tokio-ct")
+                let note = format!("× ({} against {})", median(Netgrace), median(TokioCt));
+                (table.ratio(&row, Netgrace, TokioCt), note, "× tokio-ct")
             }
         };
         let at_least = matches!(check, AtLeast | RatioAtLeast);
         let met = value.map(|value| (value >= bound) == at_least || value == bound);
         let verdict = ["not measured", "**NOT MET**", "met"][met.map_or(0, |m| 1 + m as usize)];
-        let value = value.map_or("–".into(), number);
-        let op = if at_least { "≥" } else { "≤" };
+        let (value, op) = (
+            value.map_or("–".into(), number),
+            ["≤", "≥"][at_least as usize],
+        );
         let _ = writeln!(
             out,
-            "| {name} | {op} {bound}{bound_text} | {value} ({shown}) | {verdict} |"
+            "| {name} | {op} {bound}{unit} | {value}{note} | {verdict} |"
         );
     }
     out
