@@ -1,340 +1,169 @@
-//! The echo benchmark: a load generator on mio, a tokio peer, and netgrace against the peer.
-//!
-//! One binary, several modes; arguments go after `--`:
-//!
-//! ```text
-//! cargo bench --bench echo -- compare            # the side-by-side run of docs/benchmarks.md (~5 min)
-//! cargo bench --bench echo -- compare --only storm   # just the connection storm
-//! cargo bench --bench echo -- compare --only workers # 1 against 2 netgrace workers, and tokio-mt
-//! cargo bench --bench echo -- pingpong -c 50     # load against a server already on 127.0.0.1:5388
-//! cargo bench --bench echo -- stream --spawn tokio-ct -t 5
-//! cargo bench --bench echo -- idle -c 10000 -t 30
-//! cargo bench --bench echo -- storm -c 1000 --spawn netgrace
-//! cargo bench --bench echo -- slow -c 10 -t 5 --spawn netgrace
-//! cargo bench --bench echo -- restart -c 4 -n 10      # SIGHUP every second under load
-//! cargo test  --bench echo -- smoke              # CI: a few seconds, fails on any wrong byte
-//! ```
-//!
-//! `cargo bench` alone runs `compare`. The `netgrace` binary it starts is the one Cargo builds
-//! beside this benchmark, in the same profile (`CARGO_BIN_EXE_netgrace`): release under
-//! `cargo bench`, debug under `cargo test`. `NETGRACE_BIN=PATH` runs another build instead (an
-//! older commit's, for a before/after figure); `compare` then says so on its first line.
-//!
-//! # Layout
-//! - `load.rs`: the engine: C connections, P messages of S bytes in flight, every byte checked;
-//!   `stats.rs`: what a drive counts (messages, latency histogram, progress lines).
-//! - `idle.rs`: N connections opened in batches, held, and watched for EOF at shutdown.
-//! - `storm.rs`: N connects at once against a fresh server, each waiting for one echo;
-//!   `storm/clients.rs`: the clients, driven on one mio `Poll`.
-//! - `slow.rs`: N clients that write without pause and read slowly, paced by a sleep per tick.
-//! - `workers.rs`: netgrace with one and two workers on a shared listener, beside tokio-mt: the
-//!   accept calls and wake-ups per connection, and throughput.
-//! - `restart.rs`: connect/echo/close cycles while netgrace's master gets a SIGHUP every second;
-//!   `restart/cycles.rs`: the client threads; `restart/master.rs`: the master and what its log
-//!   says of its workers; `restart/timing.rs`: waits for a CPU, log timestamps;
-//!   `restart/report.rs`: output.
-//! - `peer.rs`: the tokio echo server as users write it (`serve-tokio-ct`, `serve-tokio-mt`).
-//! - `process.rs`: servers as child processes: pinning, their workers, signals; `log.rs`: a
-//!   server's log, followed; `procfs.rs`: the serving processes' `/proc` readings.
-//! - `syscalls.rs`: system calls per message, counted with `perf stat` or `strace -c`.
-//! - `inproc.rs`: a counting allocator and the idle shutdown latency, on the library in-process.
-//! - `compare.rs`, `table.rs`, `targets.rs`, `chart.rs`: the scenarios; medians and ratios;
-//!   the efficiency and connection-storm targets, met or not; the SVG chart.
-//! - `smoke.rs`: the CI check.
+//! The echo benchmark (docs/benchmarks.md): netgrace beside a tokio peer in every scenario. One
+//! way: `main.rs` (modes, `compare`) and `targets.rs` (the one list of targets) → one file per
+//! scenario → `common/` (clients, servers, `/proc`, table, chart), which imports no scenario.
+//! The netgrace run is Cargo's build beside this one, or `NETGRACE_BIN=PATH`.
 
-mod chart;
-mod compare;
+mod common;
 mod idle;
 mod inproc;
 mod load;
-mod log;
 mod peer;
-mod process;
-mod procfs;
 mod restart;
 mod slow;
 mod smoke;
-mod stats;
 mod storm;
 mod syscalls;
-mod table;
 mod targets;
 mod workers;
 
-use std::ffi::OsString;
-use std::net::SocketAddr;
-use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use std::{io, net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use lexopt::prelude::*;
 
-use crate::load::Shape;
-use crate::process::Kind;
+use common::process::{self, Kind, Plan, ServerProcess};
+use common::{load::Shape, procfs::machine, table::Table};
 
 const USAGE: &str = "\
-usage: echo MODE [OPTIONS]   (through cargo: cargo bench --bench echo -- MODE [OPTIONS])
+usage: cargo bench --bench echo -- MODE [OPTIONS]
+  compare [--rounds 5] [--secs 1.5] [--svg PATH] [--only PART]
+      netgrace beside tokio, every part (the default mode), or one:
+      PART is load, idle, syscalls, inproc, storm, slow, workers or restart
+  pingpong|stream [-c CONNS] [-s BYTES] [-p IN_FLIGHT] [-t SECS] [-a ADDR | --spawn SERVER]
+      the load generator alone, against any echo server (ADDR: 127.0.0.1:5388)
+  smoke                                         seconds long; exit 1 on any wrong byte
+  serve-tokio-ct ADDR | serve-tokio-mt ADDR     the peer (compare starts it by itself)
+SERVER: netgrace, tokio-ct or tokio-mt";
 
-modes:
-  compare [--rounds N] [--secs S] [--svg PATH]
-          [--only load|idle|syscalls|inproc|storm|slow|workers|restart]
-                                                 netgrace beside tokio, every scenario (default mode)
-  pingpong [-c CONNS] [-s BYTES] [-p IN_FLIGHT] [-t SECS] [-a ADDR | --spawn SERVER]
-  stream   [-c CONNS] [-s BYTES] [-p IN_FLIGHT] [-t SECS] [-a ADDR | --spawn SERVER]
-  idle     [-c CONNS] [-t SECS] [-a ADDR | --spawn SERVER]
-  storm    [-c CONNS] [-a ADDR | --spawn SERVER]   CONNS connects at once, one echo each
-  slow     [-c CONNS] [-t SECS] [-a ADDR | --spawn SERVER]   clients that read 4 KiB/ms
-  restart  [-c THREADS] [-n RESTARTS]            connect/echo/close while netgrace's master
-                                                 gets a SIGHUP every second (spawns netgrace)
-  smoke                                          seconds long; exit 1 on any wrong byte
-  serve-tokio-ct ADDR | serve-tokio-mt ADDR      the peer (compare starts it by itself)
+/// A part of `compare`: it adds its rows to the table, as the plan says.
+type Part = fn(&mut Table, &Plan) -> io::Result<()>;
 
-SERVER is netgrace, tokio-ct or tokio-mt; ADDR defaults to 127.0.0.1:5388.";
+/// The parts of `compare`, in the order they run; `--only` picks one.
+const PARTS: [(&str, Part); 8] = [
+    ("load", load::measure),
+    ("idle", idle::measure),
+    ("syscalls", syscalls::measure),
+    ("inproc", inproc::measure),
+    ("storm", storm::measure),
+    ("slow", slow::measure),
+    ("workers", workers::measure),
+    ("restart", restart::measure),
+];
+
+/// The command line: the mode, and each option given (by its name: `c`, `rounds`, ...).
+struct Args {
+    mode: String,
+    options: Vec<(String, String)>,
+}
+
+impl Args {
+    fn get<T: std::str::FromStr>(&self, name: &str, default: T) -> T {
+        let value = self.options.iter().rev().find(|(n, _)| n == name);
+        value.and_then(|(_, v)| v.parse().ok()).unwrap_or(default)
+    }
+}
 
 fn main() -> ExitCode {
     // `cargo bench` appends `--bench` to the arguments of every harness-less benchmark.
     let args = std::env::args_os().skip(1).filter(|arg| arg != "--bench");
-    let result = match parse(args) {
-        Ok(mode) => run(mode),
-        Err(err) => {
-            eprintln!("echo: {err}\n{USAGE}");
-            return ExitCode::from(2);
-        }
+    let args = lexopt::Parser::from_args(args);
+    let (code, err) = match parse(args).map(|args| run(&args)) {
+        Ok(Ok(())) => return ExitCode::SUCCESS,
+        Ok(Err(err)) => (1, err.to_string()),
+        Err(err) => (2, format!("{err}\n{USAGE}")),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("echo: {err}");
-            ExitCode::FAILURE
-        }
-    }
+    eprintln!("echo: {err}");
+    ExitCode::from(code)
 }
 
-/// What the command line asks for.
-enum Mode {
-    Compare(compare::Options),
-    /// `pingpong`, `stream` or `idle` against one server: the given address or a spawned one.
-    Load {
-        name: String,
-        shape: Shape,
-        secs: f64,
-        target: Target,
-    },
-    /// One connection storm against the given address or a spawned server.
-    Storm {
-        clients: usize,
-        target: Target,
-    },
-    /// Slow readers against the given address or a spawned server.
-    Slow {
-        clients: usize,
-        secs: f64,
-        target: Target,
-    },
-    /// Restarts under load, against a netgrace it starts (no other server restarts).
-    Restart(restart::Plan),
-    Smoke,
-    Serve {
-        multi_thread: bool,
-        addr: SocketAddr,
-    },
-}
-
-/// Where a standalone load goes.
-enum Target {
-    Addr(SocketAddr),
-    Spawn(Kind),
-}
-
-fn run(mode: Mode) -> std::io::Result<()> {
+fn run(args: &Args) -> io::Result<()> {
+    let mode = args.mode.as_str();
+    let addr = args.get("a", SocketAddr::from(([127, 0, 0, 1], 5388)));
     match mode {
-        Mode::Compare(options) => compare::run(&options),
-        Mode::Smoke => smoke::run(),
-        Mode::Storm { clients, target } => {
-            process::raise_descriptor_limit()?;
-            let (addr, _server) = spawn(target)?;
-            storm::standalone(addr, clients)
-        }
-        Mode::Slow {
-            clients,
-            secs,
-            target,
-        } => {
-            let (addr, server) = spawn(target)?;
-            let secs = Duration::from_secs_f64(secs);
-            slow::standalone(addr, server.as_ref(), clients, secs)
-        }
-        Mode::Restart(plan) => restart::standalone(plan),
-        Mode::Serve { multi_thread, addr } => peer::serve(addr, multi_thread),
-        Mode::Load {
-            name,
-            shape,
-            secs,
-            target,
-        } => {
-            process::raise_descriptor_limit()?;
-            let (addr, _server) = spawn(target)?;
-            let secs = Duration::from_secs_f64(secs);
-            if name == "idle" {
-                idle::hold(addr, shape.connections, secs)
-            } else {
-                load::standalone(addr, shape, secs)
-            }
+        "compare" => return compare(args),
+        "smoke" => return smoke::run(),
+        "serve-tokio-ct" | "serve-tokio-mt" => return peer::serve(addr, mode.ends_with("mt")),
+        _ => {}
+    }
+    let spawn = args.get("spawn", String::new());
+    let spawn = Kind::ALL.into_iter().find(|kind| kind.name() == spawn);
+    process::prepare_load(spawn.is_some())?;
+    // Dropping the server stops it: keep it until the load is done.
+    let start = |kind| ServerProcess::start(kind, process::pinned(), process::NETGRACE_FLAGS);
+    let server = spawn.map(start).transpose()?;
+    let addr = server.as_ref().map_or(addr, |server| server.addr);
+    let [n, s, p] = [[50, 64, 1], [10, 65536, 4]][usize::from(mode == "stream")];
+    let shape = Shape::new(args.get("c", n), args.get("s", s), args.get("p", p));
+    load::standalone(addr, shape, Duration::from_secs_f64(args.get("t", 10.0)))
+}
+
+/// Every part (or the one `--only` names), then the table, the targets and the chart.
+fn compare(args: &Args) -> io::Result<()> {
+    if cfg!(debug_assertions) {
+        eprintln!("warning: a debug build; `cargo bench --bench echo -- compare` for figures");
+    }
+    process::prepare_load(true)?;
+    let started = Instant::now();
+    eprintln!("{}", machine());
+    let rounds = args.get("rounds", 5);
+    let secs = Duration::from_secs_f64(args.get("secs", 1.5));
+    let plan = Plan { rounds, secs };
+    let only = args.get("only", String::new());
+    let mut table = Table::default();
+    for (name, measure) in PARTS {
+        if only.is_empty() || only == name {
+            measure(&mut table, &plan)?;
         }
     }
+    println!("\n{}\n{}", table.markdown(), targets::report(&table));
+    let default_svg = concat!(env!("CARGO_MANIFEST_DIR"), "/target/echo-compare.svg");
+    let svg: PathBuf = args.get("svg", default_svg.into());
+    targets::chart(&table, &svg)?;
+    let (svg, took, machine) = (svg.display(), started.elapsed().as_secs_f64(), machine());
+    eprintln!("chart: {svg}; {rounds} rounds in {took:.0} s; {machine}");
+    Ok(())
 }
 
-/// The address to load, and the server started for it if any: keep it alive until the load is
-/// done, since dropping it stops the server.
-fn spawn(target: Target) -> std::io::Result<(SocketAddr, Option<process::ServerProcess>)> {
-    Ok(match target {
-        Target::Addr(addr) => (addr, None),
-        Target::Spawn(kind) => {
-            let server = process::ServerProcess::start(kind, process::pinning())?;
-            (server.addr, Some(server))
-        }
-    })
-}
-
-fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Mode, lexopt::Error> {
-    let mut parser = lexopt::Parser::from_args(args);
-    let name = match parser.next()? {
+/// The mode and its options; one the mode does not take, or a bad value, is an error here.
+fn parse(mut parser: lexopt::Parser) -> Result<Args, lexopt::Error> {
+    let mode = match parser.next()? {
         None => "compare".to_string(),
         Some(Value(mode)) => mode.string()?,
         Some(arg) => return Err(arg.unexpected()),
     };
-    match name.as_str() {
-        "compare" => parse_compare(&mut parser),
-        "smoke" => no_more(&mut parser).map(|()| Mode::Smoke),
-        "serve-tokio-ct" | "serve-tokio-mt" => {
-            let addr = parser.value()?.parse()?;
-            no_more(&mut parser)?;
-            let multi_thread = name == "serve-tokio-mt";
-            Ok(Mode::Serve { multi_thread, addr })
-        }
-        "pingpong" | "stream" | "idle" => parse_load(name, &mut parser),
-        "storm" => parse_storm(&mut parser),
-        "slow" => parse_slow(&mut parser),
-        "restart" => parse_restart(&mut parser),
-        _ => Err(format!("unknown mode '{name}'").into()),
-    }
-}
-
-fn parse_compare(parser: &mut lexopt::Parser) -> Result<Mode, lexopt::Error> {
-    let mut options = compare::Options::default();
-    while let Some(arg) = parser.next()? {
-        match arg {
-            Long("rounds") => options.rounds = parser.value()?.parse()?,
-            Long("secs") => options.secs = parser.value()?.parse()?,
-            Long("svg") => options.svg = parser.value()?.into(),
-            Long("only") => {
-                let part = parser.value()?.string()?;
-                if !compare::PARTS.contains(&part.as_str()) {
-                    let parts = compare::PARTS.join(", ");
-                    return Err(format!("unknown part '{part}': {parts}").into());
-                }
-                options.only = Some(part);
-            }
-            _ => return Err(arg.unexpected()),
-        }
-    }
-    Ok(Mode::Compare(options))
-}
-
-fn parse_storm(parser: &mut lexopt::Parser) -> Result<Mode, lexopt::Error> {
-    let mut clients = 1_000;
-    let mut target = Target::Addr(SocketAddr::from(([127, 0, 0, 1], 5388)));
-    while let Some(arg) = parser.next()? {
-        match arg {
-            Short('c') => clients = parser.value()?.parse()?,
-            Short('a') => target = Target::Addr(parser.value()?.parse()?),
-            Long("spawn") => target = Target::Spawn(parse_kind(&parser.value()?.string()?)?),
-            _ => return Err(arg.unexpected()),
-        }
-    }
-    if clients == 0 {
-        return Err("-c must be at least 1".into());
-    }
-    Ok(Mode::Storm { clients, target })
-}
-
-fn parse_slow(parser: &mut lexopt::Parser) -> Result<Mode, lexopt::Error> {
-    let (mut clients, mut secs) = (slow::CLIENTS, 5.0);
-    let mut target = Target::Addr(SocketAddr::from(([127, 0, 0, 1], 5388)));
-    while let Some(arg) = parser.next()? {
-        match arg {
-            Short('c') => clients = parser.value()?.parse()?,
-            Short('t') => secs = parser.value()?.parse()?,
-            Short('a') => target = Target::Addr(parser.value()?.parse()?),
-            Long("spawn") => target = Target::Spawn(parse_kind(&parser.value()?.string()?)?),
-            _ => return Err(arg.unexpected()),
-        }
-    }
-    if clients == 0 {
-        return Err("-c must be at least 1".into());
-    }
-    Ok(Mode::Slow {
-        clients,
-        secs,
-        target,
-    })
-}
-
-fn parse_restart(parser: &mut lexopt::Parser) -> Result<Mode, lexopt::Error> {
-    let mut plan = restart::Plan::EVERY_SECOND;
-    while let Some(arg) = parser.next()? {
-        match arg {
-            Short('c') => plan.threads = parser.value()?.parse()?,
-            Short('n') => plan.restarts = parser.value()?.parse()?,
-            _ => return Err(arg.unexpected()),
-        }
-    }
-    if plan.threads == 0 || plan.restarts == 0 {
-        return Err("-c and -n must be at least 1".into());
-    }
-    Ok(Mode::Restart(plan))
-}
-
-fn parse_load(name: String, parser: &mut lexopt::Parser) -> Result<Mode, lexopt::Error> {
-    let mut shape = match name.as_str() {
-        "stream" => Shape::STREAM,
-        // Idle uses only the connection count; each sends one opening echo.
-        "idle" => Shape::pingpong(10_000),
-        _ => Shape::pingpong(50),
+    let (counts, secs): (&[&str], &[&str]) = (&["c", "s", "p", "rounds"], &["t", "secs"]);
+    let takes: &[&str] = match mode.as_str() {
+        "compare" => &["rounds", "secs", "svg", "only"],
+        "pingpong" | "stream" => &["c", "s", "p", "t", "a", "spawn"],
+        "smoke" | "serve-tokio-ct" | "serve-tokio-mt" => &[],
+        _ => return Err(format!("unknown mode '{mode}'").into()),
     };
-    let mut secs = 10.0;
-    let mut target = Target::Addr(SocketAddr::from(([127, 0, 0, 1], 5388)));
+    let mut options = Vec::new();
+    if mode.starts_with("serve-") {
+        options.push(("a".to_string(), parser.value()?.string()?));
+    }
     while let Some(arg) = parser.next()? {
-        match arg {
-            Short('c') => shape.connections = parser.value()?.parse()?,
-            Short('s') => shape.message_bytes = parser.value()?.parse()?,
-            Short('p') => shape.in_flight = parser.value()?.parse()?,
-            Short('t') => secs = parser.value()?.parse()?,
-            Short('a') => target = Target::Addr(parser.value()?.parse()?),
-            Long("spawn") => target = Target::Spawn(parse_kind(&parser.value()?.string()?)?),
-            _ => return Err(arg.unexpected()),
+        let name = match &arg {
+            Short(c) => c.to_string(),
+            Long(name) => name.to_string(),
+            Value(_) => return Err(arg.unexpected()),
+        };
+        if !takes.contains(&name.as_str()) {
+            return Err(arg.unexpected());
         }
+        let value = parser.value()?.string()?;
+        let valid = match name.as_str() {
+            n if counts.contains(&n) => value.parse::<usize>().is_ok_and(|n| n > 0),
+            n if secs.contains(&n) => value.parse::<f64>().is_ok_and(|s| s > 0.0),
+            "a" => value.parse::<SocketAddr>().is_ok(),
+            "only" => PARTS.iter().any(|(part, _)| *part == value),
+            "spawn" => Kind::ALL.iter().any(|kind| kind.name() == value),
+            _ => true,
+        };
+        if !valid {
+            return Err(format!("invalid value '{value}' for '{name}'").into());
+        }
+        options.push((name, value));
     }
-    if shape.connections == 0 || shape.message_bytes == 0 || shape.in_flight == 0 {
-        return Err("-c, -s and -p must be at least 1".into());
-    }
-    Ok(Mode::Load {
-        name,
-        shape,
-        secs,
-        target,
-    })
-}
-
-fn parse_kind(name: &str) -> Result<Kind, lexopt::Error> {
-    Kind::ALL
-        .into_iter()
-        .find(|kind| kind.name() == name)
-        .ok_or_else(|| format!("unknown server '{name}': netgrace, tokio-ct or tokio-mt").into())
-}
-
-fn no_more(parser: &mut lexopt::Parser) -> Result<(), lexopt::Error> {
-    match parser.next()? {
-        Some(arg) => Err(arg.unexpected()),
-        None => Ok(()),
-    }
+    Ok(Args { mode, options })
 }

@@ -1,231 +1,114 @@
-//! Restarts under load: client threads connect, send 64 bytes, read the echo and close, as fast
-//! as the server answers, while netgrace's master gets a SIGHUP every second, ten times; each
-//! replaces the workers that serve with new ones.
-//!
-//! ```text
-//! cargo bench --bench echo -- compare --only restart [--rounds 5]   # ~20 s a round
-//! cargo bench --bench echo -- restart [-c 4] [-n 10]                 # one round, alone
-//! ```
-//!
-//! A round is two drives of the same length, each against a fresh netgrace pinned to core 0 (the
-//! clients run on core 1): the baseline, with no restart, and the restarts, taking turns at going
-//! first. A restart's window runs from its SIGHUP until every old worker has exited (as the
-//! master logs it: `restart/master.rs`). A cycle (connect to the end of its echo) that overlaps a window is
-//! *across* a restart; one that starts and ends more than `STEADY_MARGIN` away from every window
-//! is *steady*; the few in between are neither. tokio has no restart, so there is no peer: the baseline is the cost
-//! without restarts, from the same run, and the restart figures are given as ratios to it.
+//! Restarts under load: client threads connect, echo 64 bytes and close as fast as the server
+//! answers (`common/cycles.rs`) while netgrace's master gets a SIGHUP every second, ten times.
+//! tokio has no restart: the baseline is netgrace without restarts, in the same round, the two
+//! drives taking turns at going first. A restart's window runs from its SIGHUP until the master
+//! reaped the last old worker; a cycle that overlaps one is *across* a restart, one more than
+//! `STEADY_MARGIN` away from all is *steady*.
 
-mod cycles;
-mod master;
-mod report;
-mod timing;
+use std::{io, time::Duration, time::Instant};
 
-use std::io;
-use std::time::{Duration, Instant};
+use crate::common::cycles::{Cycle, Cycles, Outcome::Echoed};
+use crate::common::process::{self, Kind, Plan, ServerProcess};
+use crate::common::table::{median, Better, Table};
 
-use self::cycles::{Cycles, Recorded};
-use self::master::{Master, Phases, Restart};
-use self::report::{add_rows, figures, report, round_line};
-use crate::process;
-use crate::table::Table;
-
-/// Restarts per drive, and the time between them: every second for ten seconds.
-pub const RESTARTS: usize = 10;
-pub const INTERVAL: Duration = Duration::from_secs(1);
-/// Client threads, so cycles in flight. Judgment call: more than one, so a restart always meets
-/// some connections mid-cycle, and few enough that the one load core is not mostly switching.
-pub const THREADS: usize = 4;
-/// How far from a restart's window a cycle must stay to count as steady. Judgment call: twice the
-/// target of 50 ms; it leaves about two thirds of each second as steady state, and a cycle
-/// delayed by the restart itself overlaps the window and counts as across it anyway.
+/// Restarts per drive, one a second, under client threads. Judgment call: enough threads that a
+/// restart always meets some cycles, few enough that the one load core is not mostly switching.
+const RESTARTS: u32 = 10;
+const THREADS: usize = 4;
+const INTERVAL: Duration = Duration::from_secs(1);
+/// Judgment call: twice the target of 50 ms; it leaves most of each second as steady state.
 const STEADY_MARGIN: Duration = Duration::from_millis(100);
-/// The target for the worst cycle across a restart.
-const WORST_ACROSS_TARGET: Duration = Duration::from_millis(50);
-/// Longest wait for "restart complete" after a SIGHUP: past netgrace's own `--restart-timeout`
-/// (10 s), so a stuck new worker shows as netgrace's "restart failed" line, not as our timeout.
-const SERVING_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// What a round does: client threads, restarts, and the time between two restarts.
-#[derive(Debug, Clone, Copy)]
-pub struct Plan {
-    pub threads: usize,
-    pub restarts: usize,
-    pub interval: Duration,
-}
+/// A restart's window: from its SIGHUP until the master reaped the last old worker.
+type Window = [Duration; 2];
+/// A drive's cycles, its restarts' windows, and the phases in ms of those that completed.
+type Drive = (Vec<Cycle>, Vec<Window>, Vec<[f64; 2]>);
 
-impl Plan {
-    /// A SIGHUP every second for ten seconds, `THREADS` clients.
-    pub const EVERY_SECOND: Plan = Plan {
-        threads: THREADS,
-        restarts: RESTARTS,
-        interval: INTERVAL,
-    };
-}
+pub const FAILED: &str = "restart every 1 s × 10: failed cycles";
+pub const NOT_COMPLETED: &str = "restart every 1 s × 10: restarts not completed";
+pub const ACROSS_WORST: &str = "restart every 1 s × 10: worst cycle across a restart, ms";
 
-/// One round: the baseline drive and the restart drive.
-struct Round {
-    plan: Plan,
-    baseline: Recorded,
-    drive: Duration,
-    restarted: Recorded,
-    /// Each restart's window, from the restart drive's start.
-    windows: Vec<(Duration, Duration)>,
-    /// The phases of each completed restart.
-    done: Vec<Phases>,
-    failures: Vec<String>,
-    grace_waits: usize,
-    /// ListenOverflows and ListenDrops over the restart drive (system-wide counters).
-    overflows: u64,
-    drops: u64,
-}
-
-/// Runs `restarts` restarts `threads` deep, `rounds` times, adding netgrace's rows to `table`;
-/// returns the report that `compare` prints after its targets.
-pub fn measure(table: &mut Table, rounds: usize) -> io::Result<String> {
-    eprintln!("restart: no peer (tokio has no restart); the baseline is netgrace without restarts");
-    let mut all = Vec::with_capacity(rounds);
-    for number in 1..=rounds {
-        let restarts_first = number % 2 == 0;
-        let round = run_round(Plan::EVERY_SECOND, process::pinning(), restarts_first)?;
-        let order = if restarts_first {
-            "restarts first"
-        } else {
-            "baseline first"
+pub fn measure(table: &mut Table, plan: &Plan) -> io::Result<()> {
+    for round in 1..=plan.rounds {
+        // Alternating, so that a machine getting busier or quieter favours neither drive.
+        let mut drives = Vec::new();
+        for restarts in [[0, RESTARTS], [RESTARTS, 0]][round % 2] {
+            drives.push(drive(restarts)?);
+        }
+        // The baseline has no window.
+        drives.sort_by_key(|(_, windows, _)| windows.len());
+        let [(base, _, _), (cycles, windows, phases)] = &drives[..] else {
+            unreachable!("two drives ran")
         };
-        eprintln!("restart round {number} ({order})  {}", round_line(&round));
-        add_rows(table, &round);
-        all.push(round);
+        let across = latencies(cycles, windows, Duration::ZERO, true);
+        let steady = latencies(cycles, windows, STEADY_MARGIN, false);
+        let failed = cycles.iter().filter(|c| c.outcome != Echoed).count();
+        let ms = |phase: usize| median(&phases.iter().map(|p| p[phase]).collect::<Vec<_>>());
+        let secs = (INTERVAL * RESTARTS).as_secs_f64();
+        use Better::{Higher, Lower};
+        #[rustfmt::skip]
+        let rows = [
+            ("cycles/s", Higher, cycles.len() as f64 / secs),
+            ("baseline cycles/s (no restart)", Higher, base.len() as f64 / secs),
+            ("failed cycles", Lower, failed as f64),
+            ("restarts not completed", Lower, RESTARTS as f64 - phases.len() as f64),
+            ("steady p99 ms", Lower, p99(&steady)),
+            ("across p99 ms", Lower, p99(&across)),
+            ("worst cycle across a restart, ms", Lower, in_ms(across.last())),
+            ("baseline p99 ms", Lower, p99(&latencies(base, &[], STEADY_MARGIN, false))),
+            ("SIGHUP until new workers serve, ms (median)", Lower, ms(0).unwrap_or(f64::NAN)),
+            ("SIGHUP until old workers exited, ms (median)", Lower, ms(1).unwrap_or(f64::NAN)),
+        ];
+        let mut line = Vec::new();
+        for (what, better, value) in rows {
+            let row = format!("restart every 1 s × 10: {what}");
+            table.add(&row, better, Kind::Netgrace, value);
+            line.push(format!("{what} {value:.2}"));
+        }
+        eprintln!("restart round {round}  {}", line.join(", "));
     }
-    Ok(report(&all))
-}
-
-/// The `restart` mode: one round, then the report.
-pub fn standalone(plan: Plan) -> io::Result<()> {
-    if process::pinning().is_some() {
-        process::pin_current_thread(process::LOAD_CPU)?;
-    }
-    let round = run_round(plan, process::pinning(), false)?;
-    eprintln!("restart  {}", round_line(&round));
-    println!("{}", report(&[round]));
     Ok(())
 }
 
-/// The smoke check: one short round, unpinned; `Err` unless every restart completed and every
-/// cycle was echoed. Latency is not checked (a debug build, a shared CI machine).
-pub fn smoke(plan: Plan) -> io::Result<String> {
-    let round = run_round(plan, None, false)?;
-    let f = figures(&round.restarted.cycles, &round.windows);
-    let line = round_line(&round);
-    if round.done.len() != plan.restarts || f.failed() > 0 || f.cycles == 0 {
-        return Err(io::Error::other(format!(
-            "{line}; {}",
-            round.failures.join("; ")
-        )));
-    }
-    Ok(line)
-}
-
-/// A baseline drive and a restart drive, each against a fresh netgrace pinned to `cpu`; the
-/// baseline first unless `restarts_first`. `compare` alternates the order from round to round,
-/// so that a machine getting busier or quieter during a round does not always favour the same
-/// drive (the machine is shared: see docs/benchmarks.md).
-fn run_round(plan: Plan, cpu: Option<usize>, restarts_first: bool) -> io::Result<Round> {
-    if restarts_first {
-        let mut round = restart_drive(plan, cpu)?;
-        round.baseline = baseline_drive(plan, cpu)?;
-        Ok(round)
-    } else {
-        let baseline = baseline_drive(plan, cpu)?;
-        let mut round = restart_drive(plan, cpu)?;
-        round.baseline = baseline;
-        Ok(round)
-    }
-}
-
-/// The drive's length: one interval per restart.
-fn drive_length(plan: Plan) -> io::Result<Duration> {
-    let restarts = u32::try_from(plan.restarts).map_err(|_| io::ErrorKind::InvalidInput)?;
-    Ok(plan.interval * restarts)
-}
-
-/// The workload against a netgrace that is never restarted.
-fn baseline_drive(plan: Plan, cpu: Option<usize>) -> io::Result<Recorded> {
-    let master = Master::start(cpu, &[])?;
-    let cycles = Cycles::start(master.addr, plan.threads, Instant::now())?;
-    std::thread::sleep(drive_length(plan)?);
-    let baseline = cycles.finish()?;
-    master.stop()?;
-    Ok(baseline)
-}
-
-/// The workload with a SIGHUP every interval, half an interval after the drive's start and
-/// then after each restart: steady state before the first restart and after the last. The
-/// round's baseline is left empty.
-fn restart_drive(plan: Plan, cpu: Option<usize>) -> io::Result<Round> {
-    let drive = drive_length(plan)?;
-    let mut master = Master::start(cpu, &[])?;
-    let before = listen_counters()?;
+/// One drive against a fresh netgrace: `THREADS` clients for `RESTARTS` intervals, `restarts`
+/// SIGHUPs from half an interval in (steady state before the first and after the last).
+fn drive(restarts: u32) -> io::Result<Drive> {
+    let mut server = ServerProcess::start(Kind::Netgrace, process::pinned(), &[])?;
     let epoch = Instant::now();
-    let cycles = Cycles::start(master.addr, plan.threads, epoch)?;
-    let empty = || Recorded {
-        cycles: Vec::new(),
-        first_other: None,
-    };
-    let mut round = Round {
-        plan,
-        baseline: empty(),
-        drive,
-        restarted: empty(),
-        windows: Vec::new(),
-        done: Vec::new(),
-        failures: Vec::new(),
-        grace_waits: 0,
-        overflows: 0,
-        drops: 0,
-    };
-    for k in 0..plan.restarts {
-        let k = u32::try_from(k).unwrap_or(u32::MAX);
-        let at = epoch + plan.interval * k + plan.interval / 2;
+    let cycles = Cycles::start(server.addr, THREADS, epoch)?;
+    let (mut windows, mut phases) = (Vec::new(), Vec::new());
+    for k in 0..restarts {
+        let at = epoch + INTERVAL * k + INTERVAL / 2;
         std::thread::sleep(at.saturating_duration_since(Instant::now()));
         let start = epoch.elapsed();
-        match master.restart(SERVING_TIMEOUT)? {
-            Restart::Done { phases, statuses } => {
-                for status in statuses.iter().filter(|s| *s != "exit status: 0") {
-                    round.failures.push(format!("old worker: {status}"));
-                }
-                round.windows.push((start, start + phases.exited));
-                round.done.push(phases);
-            }
-            Restart::Failed { after, line } => {
-                round.windows.push((start, start + after));
-                round.failures.push(line);
-            }
+        let restart = server.restart()?;
+        windows.push([start, start + restart.exited]);
+        match restart.failure {
+            Some(failure) => eprintln!("  restart failed: {failure}"),
+            None => phases.push([restart.serving, restart.exited].map(|d| in_ms(Some(&d)))),
         }
     }
-    std::thread::sleep((epoch + drive).saturating_duration_since(Instant::now()));
-    round.restarted = cycles.finish()?;
-    let after = listen_counters()?;
-    round.overflows = after.0.saturating_sub(before.0);
-    round.drops = after.1.saturating_sub(before.1);
-    master.read_pending();
-    round.grace_waits = master.grace_waits;
-    master.stop()?;
-    Ok(round)
+    std::thread::sleep((epoch + INTERVAL * RESTARTS).saturating_duration_since(Instant::now()));
+    let cycles = cycles.finish()?;
+    server.stop()?;
+    Ok((cycles, windows, phases))
 }
 
-/// `TcpExt: ListenOverflows` and `ListenDrops` of `/proc/net/netstat` (system-wide).
-fn listen_counters() -> io::Result<(u64, u64)> {
-    let netstat = std::fs::read_to_string("/proc/net/netstat")?;
-    let mut tcp_ext = netstat.lines().filter(|l| l.starts_with("TcpExt:"));
-    let (Some(names), Some(values)) = (tcp_ext.next(), tcp_ext.next()) else {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "no TcpExt"));
-    };
-    let value = |name: &str| {
-        let at = names.split_whitespace().position(|n| n == name)?;
-        values.split_whitespace().nth(at)?.parse().ok()
-    };
-    match (value("ListenOverflows"), value("ListenDrops")) {
-        (Some(overflows), Some(drops)) => Ok((overflows, drops)),
-        _ => Err(io::Error::new(io::ErrorKind::InvalidData, "no ListenDrops")),
-    }
+/// Sorted latencies of the echoed cycles within `margin` of a window (`near`), or the others.
+fn latencies(cycles: &[Cycle], windows: &[Window], margin: Duration, near: bool) -> Vec<Duration> {
+    let overlaps = |c: &Cycle, [s, e]: &Window| c.start <= *e + margin && c.end + margin >= *s;
+    let echoed = cycles.iter().filter(|c| c.outcome == Echoed);
+    let chosen = echoed.filter(|c| windows.iter().any(|w| overlaps(c, w)) == near);
+    let mut sorted: Vec<_> = chosen.map(|c| c.end - c.start).collect();
+    sorted.sort_unstable();
+    sorted
+}
+
+fn in_ms(d: Option<&Duration>) -> f64 {
+    d.map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
+}
+
+/// The nearest-rank 99th percentile of sorted latencies, in ms.
+fn p99(sorted: &[Duration]) -> f64 {
+    in_ms(sorted.get((sorted.len() * 99).div_ceil(100).max(1) - 1))
 }

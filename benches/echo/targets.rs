@@ -1,171 +1,127 @@
-//! The efficiency targets and the connection storm's, each checked against the medians of a
-//! run: met, not met, or not measured, with the figures that decide it.
+//! The targets, in one list (what each asks, the row it reads, how, the bound), from which the
+//! report and the chart are derived.
 
-use std::fmt::Write as _;
+use std::{fmt::Write as _, io, path::Path};
 
-use crate::compare::{
-    cpu_per_mb, cpu_per_message, rate, throughput, ALLOCATIONS, BESIDE_RATIO, IDLE_STOP, MEMORY,
-    SHUTDOWN, SYSCALLS, UNCLEAN,
-};
-use crate::process::Kind::{Netgrace, TokioCt};
-use crate::storm::{self, BURSTS};
-use crate::table::Table;
+use crate::common::chart::{self, Bar};
+use crate::common::process::Kind::{Netgrace, TokioCt, TokioMt};
+use crate::common::table::{cpu_per_mb, cpu_per_message, number, rate, throughput, Better, Table};
+use crate::idle::{BESIDE_RATIO, MEMORY, SHUTDOWN, UNCLEAN};
+use crate::inproc::{ALLOCATIONS, IDLE_STOP};
+use crate::load::{PINGPONG_1, PINGPONG_50, PINGPONG_500, STREAM};
+use crate::restart::{ACROSS_WORST, FAILED, NOT_COMPLETED};
+use crate::storm::{row, ALL_ECHOED, FAILED as STORM_FAILED, OVERFLOWS};
+use crate::syscalls::SYSCALLS;
 
-const PINGPONG_50: &str = "pingpong 64 B × 50";
-const STREAM: &str = "stream 64 KiB × 10";
+/// How a target reads its row: netgrace's median over the rounds, that median over tokio-ct's,
+/// or netgrace's worst round (where one bad round is already a miss).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Check {
+    AtMost,
+    AtLeast,
+    RatioAtMost,
+    RatioAtLeast,
+    EveryRoundAtMost,
+}
+use Check::*;
 
-/// The targets as a markdown list.
+#[rustfmt::skip]
+fn targets() -> Vec<(&'static str, String, Check, f64)> {
+    let storm = |n, name, what, bound| (name, row(n, what), EveryRoundAtMost, bound);
+    vec![
+        ("server CPU per message, pingpong × 50", cpu_per_message(PINGPONG_50), RatioAtMost, 0.95),
+        ("messages/s, pingpong × 1", rate(PINGPONG_1), RatioAtLeast, 1.0),
+        ("messages/s, pingpong × 50", rate(PINGPONG_50), RatioAtLeast, 1.0),
+        ("messages/s, pingpong × 500", rate(PINGPONG_500), RatioAtLeast, 1.0),
+        ("stream MB/s", throughput(STREAM), RatioAtLeast, 1.0),
+        ("stream server CPU per MB", cpu_per_mb(STREAM), RatioAtMost, 0.95),
+        ("syscalls per message, pingpong × 50", SYSCALLS.into(), AtMost, 2.05),
+        ("heap allocations per message", ALLOCATIONS.into(), AtMost, 0.0),
+        ("memory per idle connection, bytes", MEMORY.into(), AtMost, 128.0),
+        ("memory per idle connection, against tokio-ct", MEMORY.into(), RatioAtMost, 0.02),
+        ("pingpong × 10 beside 10 000 idle ÷ alone", BESIDE_RATIO.into(), AtLeast, 0.9),
+        ("shutdown with 10 000 idle, ms", SHUTDOWN.into(), AtMost, 150.0),
+        ("shutdown with 10 000 idle: clients without a clean EOF", UNCLEAN.into(), AtMost, 0.0),
+        ("idle shutdown() to run() returning, µs (median of 100)", IDLE_STOP.into(), AtMost, 1000.0),
+        ("storm 1 000 (default flags): until all echoed", row(1_000, ALL_ECHOED), RatioAtMost, 1.0),
+        ("storm 3 000: until all echoed", row(3_000, ALL_ECHOED), RatioAtMost, 1.0),
+        ("storm 10 000: until all echoed", row(10_000, ALL_ECHOED), RatioAtMost, 1.0),
+        storm(1_000, "storm 1 000: no listen overflow", OVERFLOWS, 0.0),
+        storm(3_000, "storm 3 000: no listen overflow", OVERFLOWS, 0.0),
+        storm(1_000, "storm 1 000: no failed client", STORM_FAILED, 0.0),
+        storm(3_000, "storm 3 000: no failed client", STORM_FAILED, 0.0),
+        storm(10_000, "storm 10 000: no failed client", STORM_FAILED, 0.0),
+        ("restarts: no failed cycle", FAILED.into(), EveryRoundAtMost, 0.0),
+        ("restarts: every restart completed", NOT_COMPLETED.into(), EveryRoundAtMost, 0.0),
+        ("restarts: worst cycle across a restart, ms", ACROSS_WORST.into(), EveryRoundAtMost, 50.0),
+    ]
+}
+
+/// The targets as a markdown table: met, NOT MET, or not measured in this run.
 pub fn report(table: &Table) -> String {
-    let mut out = String::from("Targets (efficiency), netgrace against tokio-ct in this run:\n\n");
-    let mut line = |met: Option<bool>, text: String| {
-        let _ = writeln!(out, "- **{}**: {text}", verdict(met));
-    };
-    let ratio = |label: &str| table.ratio(label, Netgrace, TokioCt);
-    let netgrace = |label: &str| table.median(label, Netgrace);
-
-    let cpu = ratio(&cpu_per_message(PINGPONG_50));
-    line(
-        cpu.map(|r| r <= 0.95),
-        format!(
-            "server CPU per message, pingpong 64 B × 50: {} tokio-ct (≤ 0.95×)",
-            times(cpu)
-        ),
-    );
-    let rates: Vec<(&str, Option<f64>)> = ["1", "50", "500"]
-        .iter()
-        .map(|n| (*n, ratio(&rate(&format!("pingpong 64 B × {n}")))))
-        .collect();
-    let all = rates
-        .iter()
-        .map(|(_, r)| r.map(|r| r >= 1.0))
-        .collect::<Option<Vec<bool>>>();
-    let figures: Vec<String> = rates
-        .iter()
-        .map(|(n, r)| format!("× {n}: {}", times(*r)))
-        .collect();
-    line(
-        all.map(|all| all.iter().all(|ok| *ok)),
-        format!(
-            "messages/s never below tokio-ct (≥ 1.0×): {}",
-            figures.join(", ")
-        ),
-    );
-    let syscalls = netgrace(SYSCALLS);
-    line(
-        syscalls.map(|s| s <= 2.05),
-        format!(
-            "syscalls per message, pingpong × 50: {} (≤ 2.05)",
-            plain(syscalls)
-        ),
-    );
-    let allocations = netgrace(ALLOCATIONS);
-    line(
-        allocations.map(|a| a == 0.0),
-        format!(
-            "heap allocations per message: {} (zero)",
-            plain(allocations)
-        ),
-    );
-    let memory = netgrace(MEMORY);
-    let tokio_memory = table.median(MEMORY, TokioCt);
-    let fraction = memory.zip(tokio_memory).map(|(n, t)| t / n.max(1.0));
-    line(
-        memory.zip(fraction).map(|(m, f)| m <= 128.0 && f >= 50.0),
-        format!(
-            "memory per idle connection: {} B, tokio-ct {} B, 1/{} of it (≤ 128 B and ≤ 1/50)",
-            plain(memory),
-            plain(tokio_memory),
-            plain(fraction)
-        ),
-    );
-    let beside = netgrace(BESIDE_RATIO);
-    line(
-        beside.map(|b| b >= 0.9),
-        format!(
-            "pingpong × 10 beside 10 000 idle ÷ alone: {} (≥ 0.9×)",
-            times(beside)
-        ),
-    );
-    let mb = ratio(&throughput(STREAM));
-    let cpu_mb = ratio(&cpu_per_mb(STREAM));
-    line(
-        mb.zip(cpu_mb).map(|(mb, cpu)| mb >= 1.0 && cpu <= 0.95),
-        format!(
-            "stream 64 KiB × 10: MB/s {} tokio-ct (≥ 1.0×), CPU per MB {} (≤ 0.95×)",
-            times(mb),
-            times(cpu_mb)
-        ),
-    );
-    let shutdown = netgrace(SHUTDOWN);
-    let unclean = netgrace(UNCLEAN);
-    line(
-        shutdown
-            .zip(unclean)
-            .map(|(ms, bad)| ms <= 150.0 && bad == 0.0),
-        format!(
-            "shutdown with 10 000 idle: {} ms (≤ 150), clients without a clean EOF: {} (0)",
-            plain(shutdown),
-            plain(unclean)
-        ),
-    );
-    let idle_stop = netgrace(IDLE_STOP);
-    line(
-        idle_stop.map(|us| us <= 1000.0),
-        format!(
-            "shutdown() to run() returning, no connections: {} µs, median of 100 (≤ 1 ms)",
-            plain(idle_stop)
-        ),
-    );
-    storm_targets(table, &mut out);
+    let mut out = String::from("| target | bound | in this run | verdict |\n|---|---|---|---|\n");
+    for (name, row, check, bound) in targets() {
+        let median = |kind| table.median(&row, kind).map_or("–".into(), number);
+        let (value, note, unit) = match check {
+            AtMost | AtLeast => (table.median(&row, Netgrace), String::new(), ""),
+            EveryRoundAtMost => (table.worst(&row, Netgrace), " worst".into(), " every round"),
+            RatioAtMost | RatioAtLeast => {
+                let note = format!("× ({} against {})", median(Netgrace), median(TokioCt));
+                (table.ratio(&row, Netgrace, TokioCt), note, "× tokio-ct")
+            }
+        };
+        let at_least = matches!(check, AtLeast | RatioAtLeast);
+        let met = value.map(|value| (value >= bound) == at_least || value == bound);
+        let verdict = ["not measured", "**NOT MET**", "met"][met.map_or(0, |m| 1 + m as usize)];
+        let (value, op) = (
+            value.map_or("–".into(), number),
+            ["≤", "≥"][at_least as usize],
+        );
+        let _ = writeln!(
+            out,
+            "| {name} | {op} {bound}{unit} | {value}{note} | {verdict} |"
+        );
+    }
     out
 }
 
-/// The storm targets: each burst at most as long as tokio-ct's, and the two smaller ones without
-/// a single listen overflow. A burst with failed clients is never met: a client refused at once
-/// would make the burst short.
-fn storm_targets(table: &Table, out: &mut String) {
-    let _ = writeln!(
-        out,
-        "\nTargets (connection storm), netgrace against tokio-ct; ListenOverflows is \
-         system-wide, the median over rounds:\n"
-    );
-    for burst in &BURSTS {
-        let n = burst.clients;
-        let ratio = table.ratio(&storm::all_echoed(n), Netgrace, TokioCt);
-        let failed = table.median(&storm::failed(n), Netgrace);
-        let overflows = table.median(&storm::overflows(n), Netgrace);
-        let met = (ratio.zip(failed).zip(overflows))
-            .map(|((r, f), o)| r <= 1.0 && f == 0.0 && (!burst.no_overflows || o == 0.0));
-        let flags = match burst.netgrace_flags {
-            [] => "default flags".to_string(),
-            flags => flags.join(" "),
+/// The chart: every target's row that tokio has too (not the counts that must be zero), as
+/// netgrace's advantage over each flavour; a ratio target's bound is its tick.
+pub fn chart(table: &Table, path: &Path) -> io::Result<()> {
+    let mut bars: Vec<Bar> = Vec::new();
+    for (_, row, check, bound) in targets().into_iter().filter(|t| t.3 > 0.0) {
+        let Some(better) = table.better(&row) else {
+            continue;
         };
-        let overflow_note = if burst.no_overflows { " (0)" } else { "" };
-        let _ = writeln!(
-            out,
-            "- **{}**: storm {} ({flags}): time to all echoed {} tokio-ct (≤ 1.0×), \
-             ListenOverflows {}{overflow_note}, failed clients {} (0)",
-            verdict(met),
-            storm::thousands(n),
-            times(ratio),
-            plain(overflows),
-            plain(failed),
-        );
+        // Above 1 means netgrace is better, whichever way the metric improves.
+        let advantage = |ratio: f64| {
+            if better == Better::Higher {
+                ratio
+            } else {
+                1.0 / ratio
+            }
+        };
+        let vs = |other| {
+            let ratio = table.ratio(&row, Netgrace, other).map(advantage);
+            ratio.filter(|a| a.is_finite() && *a > 0.0)
+        };
+        let mark = matches!(check, RatioAtMost | RatioAtLeast).then(|| advantage(bound));
+        match bars.iter_mut().find(|bar| bar.label == row) {
+            Some(bar) => bar.mark = bar.mark.or(mark),
+            None if vs(TokioCt).is_some() => {
+                let advantage = [vs(TokioCt), vs(TokioMt)];
+                bars.push(Bar {
+                    label: row,
+                    advantage,
+                    mark,
+                });
+            }
+            None => {}
+        }
     }
-}
-
-fn verdict(met: Option<bool>) -> &'static str {
-    match met {
-        Some(true) => "met",
-        Some(false) => "NOT MET",
-        None => "not measured",
-    }
-}
-
-fn times(ratio: Option<f64>) -> String {
-    ratio.map_or("–".into(), |r| format!("{r:.2}×"))
-}
-
-fn plain(value: Option<f64>) -> String {
-    value.map_or("–".into(), crate::table::number)
+    let title = format!(
+        "netgrace beside tokio: {}",
+        crate::common::procfs::machine()
+    );
+    chart::render(path, &title, &bars)
 }
