@@ -2,10 +2,11 @@
 
 mod common;
 
+use std::fs;
 use std::io::Write;
-use std::net::Shutdown;
+use std::net::{Shutdown, SocketAddr};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// More than the socket buffers hold at their initial sizes (Linux defaults: 16 KiB to send,
 /// 128 KiB to receive), so the client's writes and the server's echo overlap in both directions.
@@ -59,6 +60,9 @@ fn half_close_with_echo_still_pending_delivers_it_all() {
         .write_all(&common::pattern(0, UNREAD_BYTES))
         .expect("write");
     client.shutdown(Shutdown::Write).expect("shutdown write");
+    // Reading before the server has seen the EOF would let it flush the echo first, and a server
+    // that drops what is pending at EOF would then pass.
+    wait_until_server_has_read_eof(server.addr, client.local_addr().expect("local_addr"));
 
     let echo = common::read_to_eof(&mut client);
     assert_eq!(echo.len(), UNREAD_BYTES, "echo length");
@@ -94,6 +98,49 @@ fn half_close_without_data_gets_eof_at_once() {
     let report = server.shutdown();
     assert_eq!((report.accepted, report.closed), (1, 1), "{report}");
     assert_eq!(report.bytes_echoed, 0, "{report}");
+}
+
+/// Waits until the server's end of the connection from `client` has read everything the client
+/// sent, FIN included. No event tells the client that, but the kernel does: `/proc/net/tcp` shows
+/// the socket in CLOSE_WAIT (FIN received; LAST_ACK once closed) with an empty receive queue,
+/// and the queue counts the FIN until a `read` has returned 0 for it (tcp(7), `proc(5)`).
+fn wait_until_server_has_read_eof(server: SocketAddr, client: SocketAddr) {
+    const CLOSE_WAIT: &str = "08";
+    const LAST_ACK: &str = "09";
+    // The kernel prints an IPv4 address as the u32 it stores, in host byte order, then the port.
+    let hex = |addr: SocketAddr| match addr {
+        SocketAddr::V4(v4) => format!(
+            "{:08X}:{:04X}",
+            u32::from_ne_bytes(v4.ip().octets()),
+            v4.port()
+        ),
+        SocketAddr::V6(_) => panic!("the tests listen on 127.0.0.1"),
+    };
+    let (local, remote) = (hex(server), hex(client));
+    let deadline = Instant::now() + common::TIMEOUT;
+    loop {
+        let table = fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+        // Fields: sl, local, remote, state, tx_queue:rx_queue, ...
+        let line = table.lines().find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.get(1) == Some(&local.as_str()) && fields.get(2) == Some(&remote.as_str()))
+                .then(|| (fields[3].to_owned(), fields[4].to_owned()))
+        });
+        if let Some((state, queues)) = &line {
+            let rx_queue = queues.split(':').nth(1).unwrap_or_default();
+            if [CLOSE_WAIT, LAST_ACK].contains(&state.as_str())
+                && u64::from_str_radix(rx_queue, 16) == Ok(0)
+            {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server did not read the EOF within {:?}: {line:?}",
+            common::TIMEOUT
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
 }
 
 /// How long the client of the next test waits for its EOF. A passing run needs a millisecond;
