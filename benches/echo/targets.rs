@@ -57,9 +57,11 @@ fn targets() -> Vec<(&'static str, String, Check, f64)> {
     ]
 }
 
-/// The targets as a markdown table: met, NOT MET, or not measured in this run.
+/// The targets this run measured as a markdown table, each met or NOT MET, then how many it did
+/// not measure (a `compare --only` run measures a few).
 pub fn report(table: &Table) -> String {
     let mut out = String::from("| target | bound | in this run | verdict |\n|---|---|---|---|\n");
+    let mut unmeasured = 0;
     for (name, row, check, bound) in targets() {
         let median = |kind| table.median(&row, kind).map_or("–".into(), number);
         let (value, note, unit) = match check {
@@ -70,17 +72,21 @@ pub fn report(table: &Table) -> String {
                 (table.ratio(&row, Netgrace, TokioCt), note, "× tokio-ct")
             }
         };
+        let Some(value) = value else {
+            unmeasured += 1;
+            continue;
+        };
         let at_least = matches!(check, AtLeast | RatioAtLeast);
-        let met = value.map(|value| (value >= bound) == at_least || value == bound);
-        let verdict = ["not measured", "**NOT MET**", "met"][met.map_or(0, |m| 1 + m as usize)];
-        let (value, op) = (
-            value.map_or("–".into(), number),
-            ["≤", "≥"][at_least as usize],
-        );
+        let met = (value >= bound) == at_least || value == bound;
+        let verdict = if met { "met" } else { "**NOT MET**" };
+        let (value, op) = (number(value), ["≤", "≥"][at_least as usize]);
         let _ = writeln!(
             out,
             "| {name} | {op} {bound}{unit} | {value}{note} | {verdict} |"
         );
+    }
+    if unmeasured > 0 {
+        let _ = writeln!(out, "\n{unmeasured} targets not measured in this run.");
     }
     out
 }
