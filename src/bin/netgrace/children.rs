@@ -179,7 +179,7 @@ pub(crate) fn reap() -> Option<(u32, ExitStatus)> {
         Err(err) => {
             // ECHILD: no children at all, the usual case between restarts.
             if err != rustix::io::Errno::CHILD {
-                warn!("waitpid: {err}");
+                warn!("wait(2): {err}");
             }
             None
         }
