@@ -199,6 +199,35 @@ fn backpressure_stops_reading_at_max_buffer_and_resumes_on_writable() -> io::Res
     Ok(())
 }
 
+/// A client that stops reading while its input keeps coming: `pending` grows by doubling, as a
+/// `Vec` does, so stashing n bytes one at a time copies O(n) bytes in all, not O(n²).
+#[test]
+fn pending_grows_by_doubling_while_the_client_does_not_read() -> io::Result<()> {
+    let mut script = Script::new();
+    for byte in 0..=255u8 {
+        script = script.data(&[byte]);
+    }
+    let mut conn = Connection::new(script);
+    for _ in 0..1000 {
+        conn.stream.writes.push_back(blocked());
+    }
+    let mut capacities = Vec::new();
+    for _ in 0..1000 {
+        let status = conn.pump(&mut [0; 16], 4096, false)?;
+        let capacity = conn.pending.capacity();
+        if capacities.last() != Some(&capacity) {
+            capacities.push(capacity);
+        }
+        if status != Status::Busy {
+            break;
+        }
+    }
+    assert_eq!(conn.pending_len(), 256, "every byte stashed");
+    // 1, 2, 4, ... 256, less what one pump's four reads skip: log2(256) + 1 sizes at most.
+    assert!(capacities.len() <= 9, "capacities: {capacities:?}");
+    Ok(())
+}
+
 #[test]
 fn an_idle_connection_holds_no_buffer() -> io::Result<()> {
     let mut conn = Connection::new(Script::new().data(b"0123456789").take(3));
