@@ -1,7 +1,8 @@
 #![cfg(feature = "cli")]
 //! The binary's log on stdout: one whole line per record, even when two processes write one
-//! pipe as fast as they can; every line names the process that wrote it; and a reader that
-//! stops reading does not stop the server (its records are dropped, then counted).
+//! pipe as fast as they can; every line names the process that wrote it; a reader that stops
+//! reading does not stop the server (its records are dropped, then counted); and at -vv the
+//! trace shows what each pump did.
 //!
 //! Each record must reach the pipe in one write(2): a logger that wrote the text and then its
 //! newline would let the other process's record land in between, which the first test sees as
@@ -11,7 +12,7 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, BufRead, BufReader, PipeReader};
-use std::net::SocketAddr;
+use std::net::{Shutdown, SocketAddr};
 use std::process::Stdio;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread;
@@ -355,4 +356,25 @@ fn a_log_reader_that_goes_away_does_not_stop_the_server() {
         said.contains("failed printing to stdout"),
         "stderr:\n{said}"
     );
+}
+
+/// At -vv the loop traces every pump ("Watch it run" in docs/event-loop.md): the bytes it moved,
+/// why it stopped, and the phase it left the connection in.
+#[test]
+fn the_trace_shows_each_pumps_bytes_why_it_stopped_and_the_phase() {
+    let mut serving = Serving::start(&["-vv"]);
+    let mut client = serving.connect();
+    assert_echo(&mut client, b"hello\n");
+    let echoed = serving.wait_for(": read 6, wrote 6, ");
+    // The pump stops at a trusted short read, or at WouldBlock when it ran before the event.
+    assert!(
+        echoed.ends_with(": read 6, wrote 6, short read trusted -> open")
+            || echoed.ends_with(": read 6, wrote 6, read WouldBlock -> open"),
+        "{echoed}"
+    );
+    client.shutdown(Shutdown::Write).expect("shutdown write");
+    assert!(common::read_to_eof(&mut client).is_empty());
+    serving.wait_for(": read 0, wrote 0, client EOF -> closed");
+    serving.signal("TERM");
+    serving.wait_for_exit_0();
 }
