@@ -102,8 +102,10 @@ fn half_close_without_data_gets_eof_at_once() {
 
 /// Waits until the server's end of the connection from `client` has read everything the client
 /// sent, FIN included. No event tells the client that, but the kernel does: `/proc/net/tcp` shows
-/// the socket in CLOSE_WAIT (FIN received; LAST_ACK once closed) with an empty receive queue,
-/// and the queue counts the FIN until a `read` has returned 0 for it (tcp(7), `proc(5)`).
+/// the socket in CLOSE_WAIT (FIN received; LAST_ACK once closed) with an empty receive queue.
+/// The queue is `rcv_nxt - copied_seq`, and Linux's `tcp_recvmsg` moves `copied_seq` past the FIN
+/// only when a `read` returns 0 for it, so until then the FIN counts as one byte (proc(5) for the
+/// table's layout).
 fn wait_until_server_has_read_eof(server: SocketAddr, client: SocketAddr) {
     const CLOSE_WAIT: &str = "08";
     const LAST_ACK: &str = "09";
